@@ -1,0 +1,235 @@
+#pragma once
+// CPU-only register-blocked tiles: scores of a few data rows against all mixture components.
+// The per-element arithmetic is the one in gaussian.h (same expressions, same order over d); only the
+// loop nest differs, so that the compiler keeps a P x KB block of accumulators in vector registers.
+// Host code only (uses std::vector); the CUDA kernels call gaussian.h directly.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gaussian.h"
+#include "reductions.h"
+
+// Hot CPU loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time, so one
+// build runs fast on any x86-64 machine without -march=native.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MIXDIFF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MIXDIFF_CPU_CLONES
+#endif
+
+namespace mixdiff::cpu {
+
+template <class T> constexpr int kBlockK = 128 / sizeof(T);  // components per register block: two 512-bit vectors
+constexpr int kBlockRows = 4;                                 // data rows per register block
+
+// Component parameters transposed to [D][Kp] (Kp = K rounded up to kBlockK, padding never read
+// back), with the precision factors and the per-component log offsets precomputed once per call.
+template <class T>
+struct ComponentTable {
+  CovType cov = CovType::Identity;
+  int64_t K = 0, D = 0, Kp = 0;
+  std::vector<T> mean_t;    // [D][Kp]
+  std::vector<T> scale_t;   // [D][Kp]: diag precision factors (empty otherwise)
+  std::vector<T> prec;      // [K][factor_size]: precision factors in gaussian.h layout
+  std::vector<T> prec_t;    // [K][D][D]: full precision factors transposed (column j contiguous)
+  std::vector<T> offset;    // [K]: log w_k - D/2 log 2pi + log det P_k
+  std::vector<T> sq_scale;  // [K]: spherical 1/sigma_k^2 (1 otherwise)
+
+  // means [K][D]; factor [K][factor_size] (may be null for identity); log_weights [K] (may be null:
+  // then offsets are not needed). Returns the index of a component whose factor has a non-positive
+  // diagonal, or -1.
+  int64_t build(CovType c, const T* means, const T* factor, const T* log_weights, int64_t K_, int64_t D_) {
+    cov = c; K = K_; D = D_;
+    Kp = (K + kBlockK<T> - 1) / kBlockK<T> * kBlockK<T>;
+    mean_t.assign(static_cast<size_t>(D * Kp), T(0));
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t d = 0; d < D; ++d) mean_t[d * Kp + k] = means[k * D + d];
+    const int64_t fs = factor_size(c, D);
+    prec.assign(static_cast<size_t>(K * fs), T(0));
+    offset.assign(static_cast<size_t>(K), T(0));
+    sq_scale.assign(static_cast<size_t>(K), T(1));
+    int64_t bad = -1;
+    for (int64_t k = 0; k < K; ++k) {
+      if (!precision_factor(c, factor + k * fs, prec.data() + k * fs, D) && bad < 0) bad = k;
+      if (log_weights) offset[k] = log_gaussian_offset(c, log_weights[k], prec.data() + k * fs, D);
+      if (c == CovType::Spherical) sq_scale[k] = prec[k] * prec[k];
+    }
+    if (c == CovType::Diag) {
+      scale_t.assign(static_cast<size_t>(D * Kp), T(0));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t d = 0; d < D; ++d) scale_t[d * Kp + k] = prec[k * D + d];
+    }
+    if (c == CovType::Full) {
+      prec_t.assign(static_cast<size_t>(K * D * D), T(0));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < D; ++i)
+          for (int64_t j = 0; j < D; ++j) prec_t[(k * D + j) * D + i] = prec[(k * D + i) * D + j];
+    }
+    return bad;
+  }
+};
+
+// Explicit 512-bit vectors (GCC/clang vector extensions): the AVX-512 clone keeps them in zmm registers,
+// the AVX2 and baseline clones split them into halves and quarters.
+template <class T> struct Vec { typedef T type __attribute__((vector_size(64))); };
+template <class T> constexpr int kLanes = 64 / sizeof(T);
+
+template <class T>
+MIXDIFF_INLINE typename Vec<T>::type load_vec(const T* p) {
+  typename Vec<T>::type v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// exp_poly (reductions.h) on 16 float lanes.
+struct VecFloatOps {
+  using F = Vec<float>::type;
+  typedef int32_t I __attribute__((vector_size(64)));
+  template <class M>
+  MIXDIFF_INLINE static F select(M c, F a, F b) { return c ? a : b; }
+  MIXDIFF_INLINE static F pow2_of_integral(F n) { return (F)((__builtin_convertvector(n, I) + 127) << 23); }
+};
+
+// Rows of scores live in scratch buffers of Kp = multiple of kBlockK columns; columns [K, Kp) hold the
+// reduction's neutral value so whole vectors can be read.
+template <class T>
+MIXDIFF_INLINE void pad_row(T* row, int64_t K, int64_t Kp, T neutral) {
+  for (int64_t k = K; k < Kp; ++k) row[k] = neutral;
+}
+
+// Index of the smallest (kMinimum) or largest entry, lowest index on ties; -1 when no entry compares
+// (all NaN). Vector reduction for the value, then a scan for its first position.
+template <class T, bool kMinimum>
+MIXDIFF_INLINE int64_t row_best_index(const T* row, int64_t Kp, T* best) {
+  using V = typename Vec<T>::type;
+  constexpr int L = kLanes<T>;
+  V acc = V{} + (kMinimum ? infinity<T>() : -infinity<T>());
+  for (int64_t k = 0; k < Kp; k += L) {
+    const V v = load_vec(row + k);
+    acc = kMinimum ? (v < acc ? v : acc) : (v > acc ? v : acc);
+  }
+  T m = acc[0];
+  for (int l = 1; l < L; ++l) m = kMinimum ? (acc[l] < m ? acc[l] : m) : (acc[l] > m ? acc[l] : m);
+  *best = m;
+  for (int64_t k = 0; k < Kp; ++k)
+    if (row[k] == m) return k;
+  return -1;
+}
+
+MIXDIFF_INLINE float sum_exp_shifted(const float* row, int64_t Kp, float shift) {
+  using V = Vec<float>::type;
+  V acc{};
+  for (int64_t k = 0; k < Kp; k += kLanes<float>) acc += exp_poly<VecFloatOps>(load_vec(row + k) - shift);
+  float s = 0.0f;
+  for (int l = 0; l < kLanes<float>; ++l) s += acc[l];
+  return s;
+}
+MIXDIFF_INLINE double sum_exp_shifted(const double* row, int64_t Kp, double shift) {
+  double s = 0.0;
+  for (int64_t k = 0; k < Kp; ++k) s += fast_exp(row[k] - shift);
+  return s;
+}
+
+MIXDIFF_INLINE void exp_shifted_inplace(float* row, int64_t Kp, float shift) {
+  using V = Vec<float>::type;
+  for (int64_t k = 0; k < Kp; k += kLanes<float>) {
+    const V e = exp_poly<VecFloatOps>(load_vec(row + k) - shift);
+    std::memcpy(row + k, &e, sizeof e);
+  }
+}
+MIXDIFF_INLINE void exp_shifted_inplace(double* row, int64_t Kp, double shift) {
+  for (int64_t k = 0; k < Kp; ++k) row[k] = fast_exp(row[k] - shift);
+}
+
+// log sum_k exp(row[k]) with the arg-max (ties -> lowest index). Row padded with -inf.
+// Returns -inf for an all -inf row and NaN when the row has NaN.
+template <class T>
+MIXDIFF_INLINE T row_logsumexp(const T* row, int64_t Kp, int64_t* argmax) {
+  T m;
+  const int64_t best = row_best_index<T, false>(row, Kp, &m);
+  *argmax = best < 0 ? 0 : best;
+  if (best < 0) return T(NAN);
+  if (m == -infinity<T>()) return m;
+  return m + std::log(sum_exp_shifted(row, Kp, m));
+}
+
+// out[p][k] = sum_d ((x[p][d] - mean[k][d]) * scale[k][d])^2 for P rows and the kBlockK components
+// from k0: a P x 2 block of vector accumulators, one broadcast of x[p][d] per row and dimension.
+template <class T, int P, bool kScaled>
+MIXDIFF_INLINE void sq_dist_block(const T* __restrict x, int64_t ldx, const ComponentTable<T>& tab, int64_t k0,
+                                  T* __restrict out, int64_t ldo) {
+  using V = typename Vec<T>::type;
+  constexpr int L = kLanes<T>;
+  static_assert(kBlockK<T> == 2 * L, "a register block is two vectors of components");
+  V acc[P][2];
+  for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = V{};
+  const int64_t D = tab.D, Kp = tab.Kp;
+  const T* __restrict mean = tab.mean_t.data() + k0;
+  const T* __restrict scale = kScaled ? tab.scale_t.data() + k0 : nullptr;
+  for (int64_t d = 0; d < D; ++d) {
+    const V m0 = load_vec(mean + d * Kp), m1 = load_vec(mean + d * Kp + L);
+    V s0{}, s1{};
+    if constexpr (kScaled) { s0 = load_vec(scale + d * Kp); s1 = load_vec(scale + d * Kp + L); }
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      const V xv = V{} + x[p * ldx + d];
+      V t0 = xv - m0, t1 = xv - m1;
+      if constexpr (kScaled) { t0 *= s0; t1 *= s1; }
+      acc[p][0] += t0 * t0;
+      acc[p][1] += t1 * t1;
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    std::memcpy(out + p * ldo, &acc[p][0], sizeof(V));
+    std::memcpy(out + p * ldo + L, &acc[p][1], sizeof(V));
+  }
+}
+
+// Squared Euclidean (kScaled = false) or diag-scaled distances of P rows to all components:
+// out[p * ldo + k], k < Kp (columns >= K are padding).
+template <class T, int P, bool kScaled>
+MIXDIFF_INLINE void sq_dist_rows(const T* x, int64_t ldx, const ComponentTable<T>& tab, T* out, int64_t ldo) {
+  for (int64_t k0 = 0; k0 < tab.Kp; k0 += kBlockK<T>) sq_dist_block<T, P, kScaled>(x, ldx, tab, k0, out + k0, ldo);
+}
+
+// Full covariance: || P_k (x - mu_k) ||^2 for P rows, component by component; work is a scratch of
+// P * D values. The triangular mat-vec is vectorised over the output index i for each input index j.
+template <class T, int P>
+MIXDIFF_INLINE void full_mahalanobis_rows(const T* x, int64_t ldx, const ComponentTable<T>& tab, T* out, int64_t ldo,
+                                          T* __restrict work) {
+  const int64_t D = tab.D;
+  for (int64_t k = 0; k < tab.K; ++k) {
+    const T* __restrict pk = tab.prec_t.data() + k * D * D;
+    const T* __restrict mean = tab.mean_t.data() + k;
+    for (int64_t i = 0; i < P * D; ++i) work[i] = T(0);
+    for (int64_t j = 0; j < D; ++j) {
+      for (int p = 0; p < P; ++p) {
+        const T zj = x[p * ldx + j] - mean[j * tab.Kp];
+        T* __restrict y = work + p * D;
+        for (int64_t i = j; i < D; ++i) y[i] += pk[j * D + i] * zj;  // column j of lower-triangular P_k
+      }
+    }
+    for (int p = 0; p < P; ++p) {
+      T acc = T(0);
+      for (int64_t i = 0; i < D; ++i) acc += work[p * D + i] * work[p * D + i];
+      out[p * ldo + k] = acc;
+    }
+  }
+}
+
+// log w_k + log N(x_p; mu_k, Sigma_k) for P rows: out[p * ldo + k], k < K. work: P * D scratch.
+template <class T, int P>
+MIXDIFF_INLINE void score_rows(const T* x, int64_t ldx, const ComponentTable<T>& tab, T* out, int64_t ldo, T* work) {
+  switch (tab.cov) {
+    case CovType::Diag: sq_dist_rows<T, P, true>(x, ldx, tab, out, ldo); break;
+    case CovType::Full: full_mahalanobis_rows<T, P>(x, ldx, tab, out, ldo, work); break;
+    default: sq_dist_rows<T, P, false>(x, ldx, tab, out, ldo); break;
+  }
+  for (int p = 0; p < P; ++p) {
+    T* row = out + p * ldo;
+    for (int64_t k = 0; k < tab.K; ++k) row[k] = tab.offset[k] - T(0.5) * tab.sq_scale[k] * row[k];
+  }
+}
+
+}  // namespace mixdiff::cpu

@@ -1,0 +1,24 @@
+"""mixdiff_ext: diffusion models with Gaussian-mixture priors, with C++/CUDA kernels as torch ops."""
+from __future__ import annotations
+
+from . import _library
+
+_BUILD = _library.load()
+
+from . import ops  # noqa: E402  (registers fake kernels and autograd for the loaded ops)
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """How the compiled core was built, and what this process runs it with."""
+    import torch
+
+    info = dict(_BUILD)
+    info["threads"] = torch.get_num_threads()
+    info["torch_runtime_version"] = torch.__version__
+    info["cuda_available"] = torch.cuda.is_available()
+    return info
+
+
+__all__ = ["build_info", "ops"]
