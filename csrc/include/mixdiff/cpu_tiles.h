@@ -193,6 +193,22 @@ MIXDIFF_INLINE void sq_dist_rows(const T* x, int64_t ldx, const ComponentTable<T
   for (int64_t k0 = 0; k0 < tab.Kp; k0 += kBlockK<T>) sq_dist_block<T, P, kScaled>(x, ldx, tab, k0, out + k0, ldo);
 }
 
+// Nearest component (Euclidean) of P rows: labels and squared distances. scratch: P * Kp values.
+template <class T, int P>
+MIXDIFF_INLINE void nearest_rows(const T* x, int64_t D, const ComponentTable<T>& tab, T* scratch,
+                                 int64_t* labels, T* sqdist) {
+  sq_dist_rows<T, P, false>(x, D, tab, scratch, tab.Kp);
+  for (int p = 0; p < P; ++p) {
+    T* row = scratch + p * tab.Kp;
+    pad_row(row, tab.K, tab.Kp, infinity<T>());
+    T best;
+    const int64_t k = row_best_index<T, true>(row, tab.Kp, &best);
+    // A NaN row compares with nothing: report NaN with label 0 rather than an invalid index.
+    labels[p] = k < 0 ? 0 : k;
+    sqdist[p] = k < 0 ? T(NAN) : best;
+  }
+}
+
 // Full covariance: || P_k (x - mu_k) ||^2 for P rows, component by component; work is a scratch of
 // P * D values. The triangular mat-vec is vectorised over the output index i for each input index j.
 template <class T, int P>
@@ -231,5 +247,74 @@ MIXDIFF_INLINE void score_rows(const T* x, int64_t ldx, const ComponentTable<T>&
     for (int64_t k = 0; k < tab.K; ++k) row[k] = tab.offset[k] - T(0.5) * tab.sq_scale[k] * row[k];
   }
 }
+
+}  // namespace mixdiff::cpu
+
+namespace mixdiff::cpu {
+
+// Which second moments the E-step accumulates.
+enum class Moments : int { None = 0, Diag = 1, Full = 2 };
+
+// Per-thread sufficient statistics around a per-component shift s_k:
+//   n_k = sum g, S1_k = sum g (x - s_k), S2_k = sum g (x - s_k)^2 (diag) or sum g (x - s_k)(x - s_k)^T (full).
+// Rows are summed in T into block partials that are flushed into float64 every kFlushRows rows, so
+// float32 inputs keep float32 speed per row and float64 accuracy over millions of rows.
+template <class T>
+struct SuffStats {
+  static constexpr int kFlushRows = 64;
+  int64_t K = 0, D = 0;
+  Moments moments = Moments::None;
+  std::vector<T> nk_b, s1_b, s2_b;
+  std::vector<double> nk, s1, s2;
+  double total = 0.0;  // sum of per-row log-likelihoods (soft) or squared distances (hard)
+  int rows = 0;
+
+  void init(int64_t K_, int64_t D_, Moments m) {
+    K = K_; D = D_; moments = m;
+    const int64_t s2_size = m == Moments::Full ? K * D * D : m == Moments::Diag ? K * D : 0;
+    nk_b.assign(K, T(0)); s1_b.assign(K * D, T(0)); s2_b.assign(s2_size, T(0));
+    nk.assign(K, 0.0); s1.assign(K * D, 0.0); s2.assign(s2_size, 0.0);
+  }
+
+  // One row with weight g for component k (g = 0 contributes nothing and is skipped exactly).
+  MIXDIFF_INLINE void add(const T* __restrict x, const T* __restrict shift_k, int64_t k, T g, T* __restrict z) {
+    nk_b[k] += g;
+    T* __restrict s1k = s1_b.data() + k * D;
+    for (int64_t d = 0; d < D; ++d) {
+      z[d] = x[d] - shift_k[d];
+      s1k[d] += g * z[d];
+    }
+    if (moments == Moments::Diag) {
+      T* __restrict s2k = s2_b.data() + k * D;
+      for (int64_t d = 0; d < D; ++d) s2k[d] += g * z[d] * z[d];
+    } else if (moments == Moments::Full) {
+      for (int64_t d = 0; d < D; ++d) {
+        const T gz = g * z[d];
+        T* __restrict s2kd = s2_b.data() + (k * D + d) * D;
+        for (int64_t e = 0; e < D; ++e) s2kd[e] += gz * z[e];
+      }
+    }
+  }
+
+  MIXDIFF_INLINE void end_row() {
+    if (++rows == kFlushRows) flush();
+  }
+
+  void flush() {
+    auto move = [](std::vector<T>& from, std::vector<double>& to) {
+      for (size_t i = 0; i < from.size(); ++i) { to[i] += static_cast<double>(from[i]); from[i] = T(0); }
+    };
+    move(nk_b, nk); move(s1_b, s1); move(s2_b, s2);
+    rows = 0;
+  }
+
+  // Adds another thread's totals (both flushed) into this one.
+  void merge(const SuffStats& o) {
+    for (size_t i = 0; i < nk.size(); ++i) nk[i] += o.nk[i];
+    for (size_t i = 0; i < s1.size(); ++i) s1[i] += o.s1[i];
+    for (size_t i = 0; i < s2.size(); ++i) s2[i] += o.s2[i];
+    total += o.total;
+  }
+};
 
 }  // namespace mixdiff::cpu
