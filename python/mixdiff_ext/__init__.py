@@ -6,6 +6,7 @@ from . import _library
 _BUILD = _library.load()
 
 from . import ops  # noqa: E402  (registers fake kernels and autograd for the loaded ops)
+from .prior import GaussianMixturePrior, effort  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,4 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["build_info", "ops"]
+__all__ = ["GaussianMixturePrior", "build_info", "effort", "ops"]

@@ -65,3 +65,111 @@ def _assign_nearest_backward(ctx, grad_labels, grad_sqdist):
 torch.library.register_autograd(
     "mixdiff::assign_nearest", _assign_nearest_backward, setup_context=_assign_nearest_setup
 )
+
+
+# --------------------------------------------------------------------------------------------------
+# gmm_posterior
+# --------------------------------------------------------------------------------------------------
+class Posterior(NamedTuple):
+    labels: torch.Tensor  # int64 [N], MAP component (ties to the lowest k)
+    log_lik: torch.Tensor  # [N], log sum_k w_k N(x; mu_k, Sigma_k)
+    resp: torch.Tensor | None  # [N, K] responsibilities, only when asked
+
+
+def _factor_arg(x: torch.Tensor, cov_factor: torch.Tensor | None) -> torch.Tensor:
+    return _empty_factor(x) if cov_factor is None else cov_factor
+
+
+def gmm_posterior(
+    x: torch.Tensor,
+    means: torch.Tensor,
+    cov_factor: torch.Tensor | None,
+    log_weights: torch.Tensor,
+    covariance_type: str = "identity",
+    return_resp: bool = False,
+) -> Posterior:
+    """MAP labels, per-point log-likelihood and (optionally) responsibilities of a Gaussian mixture."""
+    labels, log_lik, resp = torch.ops.mixdiff.gmm_posterior(
+        x, means, _factor_arg(x, cov_factor), log_weights, covariance_type, return_resp
+    )
+    return Posterior(labels, log_lik, resp if return_resp else None)
+
+
+@torch.library.register_fake("mixdiff::gmm_posterior")
+def _(x, means, cov_factor, log_weights, covariance_type, return_resp=False):
+    n, k = x.shape[0], means.shape[0]
+    dtype = _compute_dtype(x)
+    resp = x.new_empty((n, k) if return_resp else (0,), dtype=dtype)
+    return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=dtype), resp
+
+
+# --------------------------------------------------------------------------------------------------
+# estep_stats
+# --------------------------------------------------------------------------------------------------
+class EStepStats(NamedTuple):
+    nk: torch.Tensor  # float64 [K]: sum_n g_nk
+    sum_x: torch.Tensor  # float64 [K, D]: sum_n g_nk (x_n - shift_k)
+    sum_xx: torch.Tensor | None  # float64 [K, D] (diag) or [K, D, D] (full) around the shift
+    log_lik_sum: torch.Tensor  # float64 []: sum_n log p(x_n)
+
+
+def estep_stats(
+    x: torch.Tensor,
+    means: torch.Tensor,
+    cov_factor: torch.Tensor | None,
+    log_weights: torch.Tensor,
+    covariance_type: str = "identity",
+    shift: torch.Tensor | None = None,
+    moments: str = "diag",
+) -> EStepStats:
+    """Fused E-step: responsibility-weighted sufficient statistics around `shift` (default: the means)."""
+    nk, sum_x, sum_xx, ll = torch.ops.mixdiff.estep_stats(
+        x, means, _factor_arg(x, cov_factor), log_weights, covariance_type,
+        means if shift is None else shift, moments,
+    )
+    return EStepStats(nk, sum_x, None if moments == "none" else sum_xx, ll)
+
+
+def _second_moment_shape(moments: str, k: int, d: int) -> tuple[int, ...]:
+    return {"full": (k, d, d), "diag": (k, d)}.get(moments, (0,))
+
+
+@torch.library.register_fake("mixdiff::estep_stats")
+def _(x, means, cov_factor, log_weights, covariance_type, shift, moments):
+    k, d = means.shape
+    f64 = dict(dtype=torch.float64)
+    return (
+        x.new_empty((k,), **f64),
+        x.new_empty((k, d), **f64),
+        x.new_empty(_second_moment_shape(moments, k, d), **f64),
+        x.new_empty((), **f64),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# kmeans_stats
+# --------------------------------------------------------------------------------------------------
+class KMeansStats(NamedTuple):
+    labels: torch.Tensor  # int64 [N]
+    sqdist: torch.Tensor  # [N]
+    counts: torch.Tensor  # int64 [K]
+    sum_x: torch.Tensor  # float64 [K, D]: sum over cluster k of (x_n - c_k)
+    inertia: torch.Tensor  # float64 []
+
+
+def kmeans_stats(x: torch.Tensor, centres: torch.Tensor) -> KMeansStats:
+    """One fused Lloyd step: nearest-centre labels plus per-cluster counts and sums around the centres."""
+    return KMeansStats(*torch.ops.mixdiff.kmeans_stats(x, centres))
+
+
+@torch.library.register_fake("mixdiff::kmeans_stats")
+def _(x, centres):
+    n = x.shape[0]
+    k, d = centres.shape
+    return (
+        x.new_empty((n,), dtype=torch.int64),
+        x.new_empty((n,), dtype=_compute_dtype(x)),
+        x.new_empty((k,), dtype=torch.int64),
+        x.new_empty((k, d), dtype=torch.float64),
+        x.new_empty((), dtype=torch.float64),
+    )
