@@ -32,7 +32,8 @@ struct ComponentTable {
   std::vector<T> mean_t;    // [D][Kp]
   std::vector<T> scale_t;   // [D][Kp]: diag precision factors (empty otherwise)
   std::vector<T> prec;      // [K][factor_size]: precision factors in gaussian.h layout
-  std::vector<T> prec_t;    // [K][D][D]: full precision factors transposed (column j contiguous)
+  int64_t Dp = 0;           // D rounded up to whole vectors (full covariance)
+  std::vector<T> prec_t;    // [K][D][Dp]: full precision factors transposed, prec_t[k][j][i] = P_k[i][j]
   std::vector<T> offset;    // [K]: log w_k - D/2 log 2pi + log det P_k
   std::vector<T> sq_scale;  // [K]: spherical 1/sigma_k^2 (1 otherwise)
 
@@ -61,10 +62,12 @@ struct ComponentTable {
         for (int64_t d = 0; d < D; ++d) scale_t[d * Kp + k] = prec[k * D + d];
     }
     if (c == CovType::Full) {
-      prec_t.assign(static_cast<size_t>(K * D * D), T(0));
+      constexpr int64_t L = 64 / sizeof(T);
+      Dp = (D + L - 1) / L * L;
+      prec_t.assign(static_cast<size_t>(K * D * Dp), T(0));
       for (int64_t k = 0; k < K; ++k)
         for (int64_t i = 0; i < D; ++i)
-          for (int64_t j = 0; j < D; ++j) prec_t[(k * D + j) * D + i] = prec[(k * D + i) * D + j];
+          for (int64_t j = 0; j <= i; ++j) prec_t[(k * D + j) * Dp + i] = prec[(k * D + i) * D + j];
     }
     return bad;
   }
@@ -209,26 +212,35 @@ MIXDIFF_INLINE void nearest_rows(const T* x, int64_t D, const ComponentTable<T>&
   }
 }
 
-// Full covariance: || P_k (x - mu_k) ||^2 for P rows, component by component; work is a scratch of
-// P * D values. The triangular mat-vec is vectorised over the output index i for each input index j.
+// Full covariance: || P_k (x - mu_k) ||^2 for P rows, component by component; work: P * D scratch.
+// y = P_k z is formed one vector of outputs i at a time from broadcast z_j times column j of P_k,
+// skipping the j > i zeros of the lower triangle; the squares of y accumulate in vectors.
 template <class T, int P>
 MIXDIFF_INLINE void full_mahalanobis_rows(const T* x, int64_t ldx, const ComponentTable<T>& tab, T* out, int64_t ldo,
                                           T* __restrict work) {
-  const int64_t D = tab.D;
+  using V = typename Vec<T>::type;
+  constexpr int L = kLanes<T>;
+  const int64_t D = tab.D, Dp = tab.Dp;
   for (int64_t k = 0; k < tab.K; ++k) {
-    const T* __restrict pk = tab.prec_t.data() + k * D * D;
-    const T* __restrict mean = tab.mean_t.data() + k;
-    for (int64_t i = 0; i < P * D; ++i) work[i] = T(0);
-    for (int64_t j = 0; j < D; ++j) {
-      for (int p = 0; p < P; ++p) {
-        const T zj = x[p * ldx + j] - mean[j * tab.Kp];
-        T* __restrict y = work + p * D;
-        for (int64_t i = j; i < D; ++i) y[i] += pk[j * D + i] * zj;  // column j of lower-triangular P_k
+    const T* __restrict pt = tab.prec_t.data() + k * D * Dp;
+    for (int p = 0; p < P; ++p)
+      for (int64_t j = 0; j < D; ++j) work[p * D + j] = x[p * ldx + j] - tab.mean_t[j * tab.Kp + k];
+    V sq[P];
+    for (int p = 0; p < P; ++p) sq[p] = V{};
+    for (int64_t i0 = 0; i0 < Dp; i0 += L) {
+      V y[P];
+      for (int p = 0; p < P; ++p) y[p] = V{};
+      const int64_t jend = std::min<int64_t>(D, i0 + L);
+      for (int64_t j = 0; j < jend; ++j) {
+        const V col = load_vec(pt + j * Dp + i0);
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) y[p] += (V{} + work[p * D + j]) * col;
       }
+      for (int p = 0; p < P; ++p) sq[p] += y[p] * y[p];
     }
     for (int p = 0; p < P; ++p) {
       T acc = T(0);
-      for (int64_t i = 0; i < D; ++i) acc += work[p * D + i] * work[p * D + i];
+      for (int l = 0; l < L; ++l) acc += sq[p][l];
       out[p * ldo + k] = acc;
     }
   }
