@@ -20,10 +20,10 @@
 
 namespace mixdiff::cpu {
 
-template <class T> constexpr int kBlockK = 128 / sizeof(T);  // components per register block: two 512-bit vectors
-constexpr int kBlockRows = 4;                                 // data rows per register block
+template <class T> constexpr int kLanes = 64 / sizeof(T);  // one 512-bit vector
+constexpr int kBlockRows = 4;                               // data rows per register block
 
-// Component parameters transposed to [D][Kp] (Kp = K rounded up to kBlockK, padding never read
+// Component parameters transposed to [D][Kp] (Kp = K rounded up to whole vectors, padding never read
 // back), with the precision factors and the per-component log offsets precomputed once per call.
 template <class T>
 struct ComponentTable {
@@ -42,7 +42,7 @@ struct ComponentTable {
   // diagonal, or -1.
   int64_t build(CovType c, const T* means, const T* factor, const T* log_weights, int64_t K_, int64_t D_) {
     cov = c; K = K_; D = D_;
-    Kp = (K + kBlockK<T> - 1) / kBlockK<T> * kBlockK<T>;
+    Kp = (K + kLanes<T> - 1) / kLanes<T> * kLanes<T>;
     mean_t.assign(static_cast<size_t>(D * Kp), T(0));
     for (int64_t k = 0; k < K; ++k)
       for (int64_t d = 0; d < D; ++d) mean_t[d * Kp + k] = means[k * D + d];
@@ -76,7 +76,6 @@ struct ComponentTable {
 // Explicit 512-bit vectors (GCC/clang vector extensions): the AVX-512 clone keeps them in zmm registers,
 // the AVX2 and baseline clones split them into halves and quarters.
 template <class T> struct Vec { typedef T type __attribute__((vector_size(64))); };
-template <class T> constexpr int kLanes = 64 / sizeof(T);
 
 template <class T>
 MIXDIFF_INLINE typename Vec<T>::type load_vec(const T* p) {
@@ -94,7 +93,7 @@ struct VecFloatOps {
   MIXDIFF_INLINE static F pow2_of_integral(F n) { return (F)((__builtin_convertvector(n, I) + 127) << 23); }
 };
 
-// Rows of scores live in scratch buffers of Kp = multiple of kBlockK columns; columns [K, Kp) hold the
+// Rows of scores live in scratch buffers of Kp = whole vectors of columns; columns [K, Kp) hold the
 // reduction's neutral value so whole vectors can be read.
 template <class T>
 MIXDIFF_INLINE void pad_row(T* row, int64_t K, int64_t Kp, T neutral) {
@@ -157,43 +156,47 @@ MIXDIFF_INLINE T row_logsumexp(const T* row, int64_t Kp, int64_t* argmax) {
   return m + std::log(sum_exp_shifted(row, Kp, m));
 }
 
-// out[p][k] = sum_d ((x[p][d] - mean[k][d]) * scale[k][d])^2 for P rows and the kBlockK components
-// from k0: a P x 2 block of vector accumulators, one broadcast of x[p][d] per row and dimension.
-template <class T, int P, bool kScaled>
+// out[p][k] = sum_d ((x[p][d] - mean[k][d]) * scale[k][d])^2 for P rows and the NV vectors of components
+// from k0: a P x NV block of vector accumulators, one broadcast of x[p][d] per row and dimension.
+template <class T, int P, int NV, bool kScaled>
 MIXDIFF_INLINE void sq_dist_block(const T* __restrict x, int64_t ldx, const ComponentTable<T>& tab, int64_t k0,
                                   T* __restrict out, int64_t ldo) {
   using V = typename Vec<T>::type;
   constexpr int L = kLanes<T>;
-  static_assert(kBlockK<T> == 2 * L, "a register block is two vectors of components");
-  V acc[P][2];
-  for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = V{};
+  V acc[P][NV];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < NV; ++v) acc[p][v] = V{};
   const int64_t D = tab.D, Kp = tab.Kp;
   const T* __restrict mean = tab.mean_t.data() + k0;
   const T* __restrict scale = kScaled ? tab.scale_t.data() + k0 : nullptr;
   for (int64_t d = 0; d < D; ++d) {
-    const V m0 = load_vec(mean + d * Kp), m1 = load_vec(mean + d * Kp + L);
-    V s0{}, s1{};
-    if constexpr (kScaled) { s0 = load_vec(scale + d * Kp); s1 = load_vec(scale + d * Kp + L); }
+    V m[NV], s[NV];
+    for (int v = 0; v < NV; ++v) {
+      m[v] = load_vec(mean + d * Kp + v * L);
+      if constexpr (kScaled) s[v] = load_vec(scale + d * Kp + v * L);
+    }
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) {
       const V xv = V{} + x[p * ldx + d];
-      V t0 = xv - m0, t1 = xv - m1;
-      if constexpr (kScaled) { t0 *= s0; t1 *= s1; }
-      acc[p][0] += t0 * t0;
-      acc[p][1] += t1 * t1;
+      for (int v = 0; v < NV; ++v) {
+        V t = xv - m[v];
+        if constexpr (kScaled) t *= s[v];
+        acc[p][v] += t * t;
+      }
     }
   }
-  for (int p = 0; p < P; ++p) {
-    std::memcpy(out + p * ldo, &acc[p][0], sizeof(V));
-    std::memcpy(out + p * ldo + L, &acc[p][1], sizeof(V));
-  }
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < NV; ++v) std::memcpy(out + p * ldo + v * L, &acc[p][v], sizeof(V));
 }
 
 // Squared Euclidean (kScaled = false) or diag-scaled distances of P rows to all components:
-// out[p * ldo + k], k < Kp (columns >= K are padding).
+// out[p * ldo + k], k < Kp (columns >= K are padding). Blocks of two vectors, one for an odd remainder.
 template <class T, int P, bool kScaled>
 MIXDIFF_INLINE void sq_dist_rows(const T* x, int64_t ldx, const ComponentTable<T>& tab, T* out, int64_t ldo) {
-  for (int64_t k0 = 0; k0 < tab.Kp; k0 += kBlockK<T>) sq_dist_block<T, P, kScaled>(x, ldx, tab, k0, out + k0, ldo);
+  constexpr int L = kLanes<T>;
+  int64_t k0 = 0;
+  for (; k0 + 2 * L <= tab.Kp; k0 += 2 * L) sq_dist_block<T, P, 2, kScaled>(x, ldx, tab, k0, out + k0, ldo);
+  if (k0 < tab.Kp) sq_dist_block<T, P, 1, kScaled>(x, ldx, tab, k0, out + k0, ldo);
 }
 
 // Nearest component (Euclidean) of P rows: labels and squared distances. scratch: P * Kp values.
