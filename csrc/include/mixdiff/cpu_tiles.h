@@ -103,7 +103,7 @@ MIXDIFF_INLINE void pad_row(T* row, int64_t K, int64_t Kp, T neutral) {
 // Index of the smallest (kMinimum) or largest entry, lowest index on ties; -1 when no entry compares
 // (all NaN). Vector reduction for the value, then a scan for its first position.
 template <class T, bool kMinimum>
-MIXDIFF_INLINE int64_t row_best_index(const T* row, int64_t Kp, T* best) {
+MIXDIFF_INLINE int64_t row_best_index(const T* row, int64_t K, int64_t Kp, T* best) {
   using V = typename Vec<T>::type;
   constexpr int L = kLanes<T>;
   V acc = V{} + (kMinimum ? infinity<T>() : -infinity<T>());
@@ -114,7 +114,7 @@ MIXDIFF_INLINE int64_t row_best_index(const T* row, int64_t Kp, T* best) {
   T m = acc[0];
   for (int l = 1; l < L; ++l) m = kMinimum ? (acc[l] < m ? acc[l] : m) : (acc[l] > m ? acc[l] : m);
   *best = m;
-  for (int64_t k = 0; k < Kp; ++k)
+  for (int64_t k = 0; k < K; ++k)  // an all-NaN row leaves m at the padding's value: not found
     if (row[k] == m) return k;
   return -1;
 }
@@ -147,9 +147,9 @@ MIXDIFF_INLINE void exp_shifted_inplace(double* row, int64_t Kp, double shift) {
 // log sum_k exp(row[k]) with the arg-max (ties -> lowest index). Row padded with -inf.
 // Returns -inf for an all -inf row and NaN when the row has NaN.
 template <class T>
-MIXDIFF_INLINE T row_logsumexp(const T* row, int64_t Kp, int64_t* argmax) {
+MIXDIFF_INLINE T row_logsumexp(const T* row, int64_t K, int64_t Kp, int64_t* argmax) {
   T m;
-  const int64_t best = row_best_index<T, false>(row, Kp, &m);
+  const int64_t best = row_best_index<T, false>(row, K, Kp, &m);
   *argmax = best < 0 ? 0 : best;
   if (best < 0) return T(NAN);
   if (m == -infinity<T>()) return m;
@@ -208,7 +208,7 @@ MIXDIFF_INLINE void nearest_rows(const T* x, int64_t D, const ComponentTable<T>&
     T* row = scratch + p * tab.Kp;
     pad_row(row, tab.K, tab.Kp, infinity<T>());
     T best;
-    const int64_t k = row_best_index<T, true>(row, tab.Kp, &best);
+    const int64_t k = row_best_index<T, true>(row, tab.K, tab.Kp, &best);
     // A NaN row compares with nothing: report NaN with label 0 rather than an invalid index.
     labels[p] = k < 0 ? 0 : k;
     sqdist[p] = k < 0 ? T(NAN) : best;

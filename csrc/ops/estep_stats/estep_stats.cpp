@@ -49,7 +49,7 @@ MIXDIFF_INLINE void estep_tile(const T* x, int64_t D, const cpu::ComponentTable<
     T* row = scratch + p * tab.Kp;
     cpu::pad_row(row, tab.K, tab.Kp, -infinity<T>());
     int64_t map;
-    const T ll = cpu::row_logsumexp(row, tab.Kp, &map);
+    const T ll = cpu::row_logsumexp(row, tab.K, tab.Kp, &map);
     acc.total += static_cast<double>(ll);
     cpu::exp_shifted_inplace(row, tab.Kp, ll);
     for (int64_t k = 0; k < tab.K; ++k)

@@ -29,7 +29,7 @@ MIXDIFF_INLINE void posterior_tile(const T* x, int64_t D, const cpu::ComponentTa
   for (int p = 0; p < P; ++p) {
     T* row = scratch + p * tab.Kp;
     cpu::pad_row(row, tab.K, tab.Kp, -infinity<T>());
-    log_lik[p] = cpu::row_logsumexp(row, tab.Kp, labels + p);
+    log_lik[p] = cpu::row_logsumexp(row, tab.K, tab.Kp, labels + p);
     if (resp) {
       cpu::exp_shifted_inplace(row, tab.Kp, log_lik[p]);
       std::memcpy(resp + p * tab.K, row, sizeof(T) * tab.K);

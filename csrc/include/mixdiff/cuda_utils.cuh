@@ -1,0 +1,275 @@
+#pragma once
+// CUDA-only helpers shared by the ops' kernels (no torch): launch sizing, shared-memory carving, block
+// reductions, and the two per-point score streamers (separable covariances and full covariance) that
+// evaluate the SAME header math as the CPU (gaussian.h: mahalanobis_sq; reductions.h: accumulators).
+//
+// Conventions: every kernel runs kThreads threads per block, one data point per thread inside a "point
+// tile" of kThreads consecutive rows; blocks walk the point tiles with a grid stride, so any N works. All
+// __syncthreads() calls sit in block-uniform control flow (loop bounds depend only on kernel arguments
+// and blockIdx), and threads whose point is past N still take part in loads and barriers.
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "gaussian.h"
+#include "reductions.h"
+
+namespace mixdiff::cuda {
+
+constexpr int kThreads = 128;  // threads per block = points per tile
+constexpr int kWarps = kThreads / 32;
+
+// Components per register tile of the separable streamer (one accumulator register each).
+template <class T> constexpr int kCompTile = sizeof(T) == 4 ? 32 : 16;
+// Largest dimension chunk staged in shared memory per step.
+template <class T> constexpr int kMaxDimChunk = sizeof(T) == 4 ? 32 : 16;
+
+#define MIXDIFF_CUDA_TRY(expr)                 \
+  do {                                         \
+    const cudaError_t mixdiff_err_ = (expr);   \
+    if (mixdiff_err_ != cudaSuccess) return mixdiff_err_; \
+  } while (0)
+
+// Dimension chunk for a given D: the smallest of 8, 16, kMaxDimChunk<T> that holds D (else the largest),
+// so small D does not pay for padding.
+template <class T>
+inline int pick_dim_chunk(int64_t D) {
+  if (D <= 8) return 8;
+  if (D <= 16 || kMaxDimChunk<T> == 16) return 16;
+  return 32;
+}
+
+MIXDIFF_HD inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Multiprocessor count and the opt-in shared-memory limit of the current device.
+inline cudaError_t device_limits(int* sms, int* smem_optin) {
+  int dev = 0;
+  MIXDIFF_CUDA_TRY(cudaGetDevice(&dev));
+  MIXDIFF_CUDA_TRY(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev));
+  MIXDIFF_CUDA_TRY(cudaDeviceGetAttribute(smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return cudaSuccess;
+}
+
+// Number of blocks for a grid-stride walk over `tiles` point tiles, at most `cap`.
+inline unsigned grid_blocks(int64_t tiles, int64_t cap) {
+  int64_t b = tiles < cap ? tiles : cap;
+  if (b < 1) b = 1;
+  return static_cast<unsigned>(b);
+}
+
+// Byte offsets of the pieces of one dynamic shared-memory buffer (16-byte aligned pieces).
+struct SmemCarver {
+  size_t bytes = 0;
+  template <class U>
+  MIXDIFF_HD size_t take(int64_t count) {
+    bytes = (bytes + 15) & ~static_cast<size_t>(15);
+    const size_t at = bytes;
+    bytes += static_cast<size_t>(count) * sizeof(U);
+    return at;
+  }
+};
+
+extern __shared__ __align__(16) unsigned char mixdiff_smem[];
+
+template <class U>
+__device__ __forceinline__ U* smem_at(size_t offset) {
+  return reinterpret_cast<U*>(mixdiff_smem + offset);
+}
+
+// Sum of v over the block; the result is valid in thread 0. red: kWarps doubles of shared memory that
+// nothing else uses. Must be called by all threads of the block.
+__device__ __forceinline__ double block_sum(double v, double* red) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < kWarps ? red[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  }
+  return v;
+}
+
+// log w_k + log N(x; mu_k, Sigma_k) from the raw distance a streamer reports, with the CPU's expression
+// (cpu_tiles.h score_rows: offset - 0.5 * sq_scale * raw, sq_scale = 1/sigma^2 for spherical, else 1).
+template <class T, CovType C>
+__device__ __forceinline__ T score_of(T raw, const T* __restrict__ offset, const T* __restrict__ prec, int64_t k) {
+  if constexpr (C == CovType::Spherical) {
+    const T p = prec[k];
+    return offset[k] - T(0.5) * (p * p) * raw;
+  } else {
+    return offset[k] - T(0.5) * raw;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Separable streamer (identity, spherical, diag). For the calling thread's point it reports, for every
+// component k in [kbeg, kend) in increasing k, the raw distance
+//   identity / spherical: sum_d (x_d - mu_kd)^2          (spherical's 1/sigma^2 is applied by score_of)
+//   diag:                 sum_d ((x_d - mu_kd) P_kd)^2    (P = 1/sigma, the precision factor)
+// through fn(j, k, raw) with j = k - kbeg. Components go KT at a time into KT accumulator registers; the
+// dimension is walked in chunks of DC that are staged in shared memory (x rows padded to DC + 1 so that
+// the per-thread row reads hit distinct banks; component chunks are read as broadcasts), each chunk's
+// partial distance being gaussian.h's mahalanobis_sq over DC values. Chunks are zero-padded past D, past
+// N and past kend, which adds exact zeros. When D <= DC the x tile is loaded once per point tile.
+template <class T, CovType C, int DC, int KT>
+struct SeparableStreamer {
+  static_assert(C != CovType::Full, "full covariance uses FullStreamer");
+  static constexpr bool kDiag = C == CovType::Diag;
+  static constexpr CovType kChunkCov = kDiag ? CovType::Diag : CovType::Identity;
+  static constexpr int kXStride = DC + 1;
+
+  struct Layout {
+    size_t xs = 0, ms = 0, ss = 0;
+  };
+  static Layout carve(SmemCarver& c) {
+    Layout L;
+    L.xs = c.take<T>(int64_t(kThreads) * kXStride);
+    L.ms = c.take<T>(int64_t(KT) * DC);
+    L.ss = kDiag ? c.take<T>(int64_t(KT) * DC) : L.ms;
+    return L;
+  }
+
+  T* xs;
+  T* ms;
+  T* ss;
+  const T* __restrict__ x;
+  const T* __restrict__ means;
+  const T* __restrict__ scale;  // diag: [K, D] precision factors; otherwise unused
+  int64_t N, D;
+
+  __device__ SeparableStreamer(const Layout& L, const T* x_, const T* means_, const T* scale_, int64_t N_, int64_t D_)
+      : xs(smem_at<T>(L.xs)), ms(smem_at<T>(L.ms)), ss(smem_at<T>(L.ss)), x(x_), means(means_), scale(scale_),
+        N(N_), D(D_) {}
+
+  // The x tile of this point tile, dimensions [d0, d0 + DC): coalesced along each row.
+  __device__ __forceinline__ void load_x(int64_t base, int64_t d0) {
+    for (int i = threadIdx.x; i < kThreads * DC; i += kThreads) {
+      const int p = i / DC, d = i % DC;
+      const int64_t n = base + p, gd = d0 + d;
+      xs[p * kXStride + d] = (n < N && gd < D) ? x[n * D + gd] : T(0);
+    }
+  }
+
+  __device__ __forceinline__ void load_components(int64_t k0, int kt, int64_t d0) {
+    for (int i = threadIdx.x; i < KT * DC; i += kThreads) {
+      const int j = i / DC, d = i % DC;
+      const int64_t gd = d0 + d;
+      const bool ok = j < kt && gd < D;
+      const int64_t at = (k0 + j) * D + gd;
+      ms[i] = ok ? means[at] : T(0);
+      if constexpr (kDiag) ss[i] = ok ? scale[at] : T(0);
+    }
+  }
+
+  template <class Fn>
+  __device__ __forceinline__ void run(int64_t base, int64_t kbeg, int64_t kend, Fn&& fn) {
+    const T* xr = xs + threadIdx.x * kXStride;
+    for (int64_t k0 = kbeg; k0 < kend; k0 += KT) {
+      const int kt = static_cast<int>(kend - k0 < KT ? kend - k0 : KT);
+      const bool x_resident = D <= DC && k0 != kbeg;  // single chunk already staged by the previous tile
+      T acc[KT];
+#pragma unroll
+      for (int j = 0; j < KT; ++j) acc[j] = T(0);
+      for (int64_t d0 = 0; d0 < D; d0 += DC) {
+        __syncthreads();  // every thread is done reading the previous chunk
+        if (!x_resident) load_x(base, d0);
+        load_components(k0, kt, d0);
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < KT; ++j)
+          if (j < kt) acc[j] += mahalanobis_sq<T>(kChunkCov, xr, ms + j * DC, ss + j * DC, DC);
+      }
+#pragma unroll
+      for (int j = 0; j < KT; ++j)
+        if (j < kt) fn(static_cast<int>(k0 - kbeg) + j, k0 + j, acc[j]);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Full-covariance streamer: raw = || P_k (x - mu_k) ||^2 by gaussian.h's mahalanobis_sq, P_k the
+// lower-triangular precision factor [D, D]. The point tile's x rows are staged in shared memory when
+// they fit (row stride made odd), else each thread reads its row from global memory; components are
+// staged ktc at a time (means then precision factors) when at least one fits, else read from global
+// memory (every thread of a warp reads the same address: broadcasts). Threads past N use a valid row and
+// their results are ignored by the caller.
+template <class T>
+struct FullStreamer {
+  struct Layout {
+    size_t xf = 0, cs = 0;
+    int xstride = 0;   // 0: x rows not staged
+    int ktc = 0;       // 0: components not staged
+  };
+  // x staged when its tile needs at most x_budget bytes; components staged up to comp_budget bytes.
+  static Layout carve(SmemCarver& c, int64_t D, int64_t kmax, size_t x_budget, size_t comp_budget) {
+    Layout L;
+    const int64_t stride = (D & 1) ? D : D + 1;
+    if (static_cast<size_t>(kThreads * stride) * sizeof(T) <= x_budget) {
+      L.xstride = static_cast<int>(stride);
+      L.xf = c.take<T>(kThreads * stride);
+    }
+    const size_t per = static_cast<size_t>(D + D * D) * sizeof(T);
+    int64_t ktc = static_cast<int64_t>(comp_budget / per);
+    if (ktc > kmax) ktc = kmax;
+    if (ktc > 64) ktc = 64;
+    if (ktc >= 1) {
+      L.ktc = static_cast<int>(ktc);
+      L.cs = c.take<T>(ktc * (D + D * D));
+    }
+    return L;
+  }
+
+  T* xf;
+  T* cs;
+  int xstride, ktc;
+  const T* __restrict__ x;
+  const T* __restrict__ means;
+  const T* __restrict__ prec;  // [K, D, D]
+  int64_t N, D;
+
+  __device__ FullStreamer(const Layout& L, const T* x_, const T* means_, const T* prec_, int64_t N_, int64_t D_)
+      : xf(smem_at<T>(L.xf)), cs(smem_at<T>(L.cs)), xstride(L.xstride), ktc(L.ktc), x(x_), means(means_),
+        prec(prec_), N(N_), D(D_) {}
+
+  template <class Fn>
+  __device__ __forceinline__ void run(int64_t base, int64_t kbeg, int64_t kend, Fn&& fn) {
+    const int tid = threadIdx.x;
+    const int64_t n = base + tid;
+    const T* xr;
+    if (xstride > 0) {
+      const int64_t rows = N - base < kThreads ? N - base : kThreads;
+      __syncthreads();  // previous readers of xf are done
+      const T* src = x + base * D;  // the tile's rows are contiguous: fully coalesced
+      for (int64_t i = tid; i < rows * D; i += kThreads) {
+        const int64_t p = i / D;
+        xf[p * xstride + (i - p * D)] = src[i];
+      }
+      __syncthreads();
+      xr = xf + static_cast<int64_t>(n < N ? tid : 0) * xstride;  // row 0 exists: rows >= 1
+    } else {
+      xr = x + (n < N ? n : N - 1) * D;
+    }
+    const int64_t step = ktc > 0 ? ktc : kend - kbeg;
+    const int64_t DD = D * D;
+    for (int64_t k0 = kbeg; k0 < kend; k0 += step) {
+      const int64_t kt = kend - k0 < step ? kend - k0 : step;
+      if (ktc > 0) {
+        __syncthreads();  // previous readers of cs are done
+        for (int64_t i = tid; i < kt * D; i += kThreads) cs[i] = means[k0 * D + i];
+        T* cp = cs + static_cast<int64_t>(ktc) * D;
+        for (int64_t i = tid; i < kt * DD; i += kThreads) cp[i] = prec[k0 * DD + i];
+        __syncthreads();
+      }
+      for (int64_t j = 0; j < kt; ++j) {
+        const int64_t k = k0 + j;
+        const T* mu = ktc > 0 ? cs + j * D : means + k * D;
+        const T* P = ktc > 0 ? cs + static_cast<int64_t>(ktc) * D + j * DD : prec + k * DD;
+        fn(static_cast<int>(k - kbeg), k, mahalanobis_sq<T>(CovType::Full, xr, mu, P, D));
+      }
+    }
+  }
+};
+
+}  // namespace mixdiff::cuda
