@@ -31,7 +31,10 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Ten
         if total <= 0:  # every point coincides with a centre: pick any rows
             cand = torch.randint(n, (trials,), generator=gen)
         else:
-            cand = torch.multinomial(closest.cpu(), trials, replacement=True, generator=gen)
+            # inverse-CDF draw proportional to D^2 (torch.multinomial is limited to 2^24 categories)
+            u = torch.rand(trials, generator=gen, dtype=torch.float64) * total
+            cdf = torch.cumsum(closest, 0)
+            cand = torch.searchsorted(cdf, u.to(cdf.device)).clamp(max=n - 1).cpu()
         best, best_pot, best_d = None, math.inf, None
         for c in cand.tolist():
             d = torch.minimum(closest, ops.assign_nearest(x, x[c : c + 1]).sqdist.double())
