@@ -20,26 +20,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_st
 
 namespace {
 
+// Nearest centres of R rows, then their hard statistics (a plain function, not a lambda, so that it is
+// inlined into each instruction-set clone of kmeans_range).
+template <class T, int R>
+MIXDIFF_INLINE void kmeans_tile(const T* x, int64_t D, const cpu::ComponentTable<T>& tab, const T* centres,
+                                T* scratch, T* z, int64_t* labels, T* sqdist, cpu::SuffStats<T>& acc) {
+  cpu::nearest_rows<T, R>(x, D, tab, scratch, labels, sqdist);
+  for (int p = 0; p < R; ++p) {
+    acc.add(x + p * D, centres + labels[p] * D, labels[p], T(1), z);
+    acc.total += static_cast<double>(sqdist[p]);
+    acc.end_row();
+  }
+}
+
 template <class T>
 MIXDIFF_INLINE void kmeans_range_impl(const T* x, int64_t D, const cpu::ComponentTable<T>& tab, const T* centres,
                                       int64_t begin, int64_t end, int64_t* labels, T* sqdist,
                                       cpu::SuffStats<T>& acc) {
   constexpr int P = cpu::kBlockRows;
   std::vector<T> scratch(static_cast<size_t>(P * tab.Kp)), z(D);
-  auto accumulate = [&](int64_t n) {
-    acc.add(x + n * D, centres + labels[n] * D, labels[n], T(1), z.data());
-    acc.total += static_cast<double>(sqdist[n]);
-    acc.end_row();
-  };
   int64_t n = begin;
-  for (; n + P <= end; n += P) {
-    cpu::nearest_rows<T, P>(x + n * D, D, tab, scratch.data(), labels + n, sqdist + n);
-    for (int p = 0; p < P; ++p) accumulate(n + p);
-  }
-  for (; n < end; ++n) {
-    cpu::nearest_rows<T, 1>(x + n * D, D, tab, scratch.data(), labels + n, sqdist + n);
-    accumulate(n);
-  }
+  for (; n + P <= end; n += P)
+    kmeans_tile<T, P>(x + n * D, D, tab, centres, scratch.data(), z.data(), labels + n, sqdist + n, acc);
+  for (; n < end; ++n)
+    kmeans_tile<T, 1>(x + n * D, D, tab, centres, scratch.data(), z.data(), labels + n, sqdist + n, acc);
   acc.flush();
 }
 
