@@ -194,7 +194,7 @@ def main() -> None:
     with open(out, "w") as f:
         json.dump(record, f, indent=2)
     for r in rows:
-        base = ", ".join(f"{k[12:]} {v:.1f}x" for k, v in r.items() if k.startswith("speedup_vs_"))
+        base = ", ".join(f"{k[len('speedup_vs_'):]} {v:.1f}x" for k, v in r.items() if k.startswith("speedup_vs_"))
         extra = ", ".join(f"{k} {v:.3g}" for k, v in r.items() if k in ("TFLOPs", "GBps", "loglik_abs_diff"))
         print(f"{r['case']:<44} {r['ours_ms']:9.2f} ms   {base}   {extra}")
     print(f"wrote {out}")
