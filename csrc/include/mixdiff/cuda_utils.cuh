@@ -91,6 +91,47 @@ __device__ __forceinline__ double block_sum(double v, double* red) {
   return v;
 }
 
+// Deterministic reductions. Cross-block float sums never use atomics (their order, hence their rounding,
+// would change from run to run): blocks write partials to a workspace and these kernels add them up in a
+// fixed order. Templates in an anonymous namespace: each .cu gets its own copy.
+namespace {
+
+// out[0] = sum of v[0, n), one block, fixed order.
+template <class U>
+__global__ void __launch_bounds__(kThreads) ordered_sum_kernel(const U* __restrict__ v, int64_t n, U* __restrict__ out) {
+  __shared__ double red[kWarps];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) s += static_cast<double>(v[i]);
+  s = block_sum(s, red);
+  if (threadIdx.x == 0) *out = static_cast<U>(s);
+}
+
+// out[i] = sum over slices b = 0, 1, ... of ws[b * stride + i], for i < n.
+template <class U>
+__global__ void __launch_bounds__(kThreads) slice_sum_kernel(const U* __restrict__ ws, int64_t slices, int64_t stride,
+                                                             int64_t n, U* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) {
+    U s = U(0);
+    for (int64_t b = 0; b < slices; ++b) s += ws[b * stride + i];
+    out[i] = s;
+  }
+}
+
+template <class U>
+cudaError_t ordered_sum_launch(const U* v, int64_t n, U* out, cudaStream_t stream) {
+  ordered_sum_kernel<U><<<1, kThreads, 0, stream>>>(v, n, out);
+  return cudaGetLastError();
+}
+
+template <class U>
+cudaError_t slice_sum_launch(const U* ws, int64_t slices, int64_t stride, int64_t n, U* out, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  slice_sum_kernel<U><<<grid_blocks(ceil_div(n, kThreads), 4096), kThreads, 0, stream>>>(ws, slices, stride, n, out);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
 // log w_k + log N(x; mu_k, Sigma_k) from the raw distance a streamer reports, with the CPU's expression
 // (cpu_tiles.h score_rows: offset - 0.5 * sq_scale * raw, sq_scale = 1/sigma^2 for spherical, else 1).
 template <class T, CovType C>
@@ -119,6 +160,7 @@ struct SeparableStreamer {
   static constexpr bool kDiag = C == CovType::Diag;
   static constexpr CovType kChunkCov = kDiag ? CovType::Diag : CovType::Identity;
   static constexpr int kXStride = DC + 1;
+  static_assert(DC * sizeof(T) % 16 == 0, "component chunk rows must stay 16-byte aligned");
 
   struct Layout {
     size_t xs = 0, ms = 0, ss = 0;
@@ -163,6 +205,24 @@ struct SeparableStreamer {
     }
   }
 
+  // dst[0 .. n) = src[0 .. n), src 16-byte aligned (carver pieces are; chunk rows are 16-byte multiples).
+  template <int n>
+  __device__ __forceinline__ static void load_row(T (&dst)[n], const T* src) {
+    if constexpr (sizeof(T) == 4) {
+#pragma unroll
+      for (int i = 0; i < n / 4; ++i) {
+        const float4 v = reinterpret_cast<const float4*>(src)[i];
+        dst[4 * i] = v.x; dst[4 * i + 1] = v.y; dst[4 * i + 2] = v.z; dst[4 * i + 3] = v.w;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < n / 2; ++i) {
+        const double2 v = reinterpret_cast<const double2*>(src)[i];
+        dst[2 * i] = v.x; dst[2 * i + 1] = v.y;
+      }
+    }
+  }
+
   template <class Fn>
   __device__ __forceinline__ void run(int64_t base, int64_t kbeg, int64_t kend, Fn&& fn) {
     const T* xr = xs + threadIdx.x * kXStride;
@@ -177,9 +237,20 @@ struct SeparableStreamer {
         if (!x_resident) load_x(base, d0);
         load_components(k0, kt, d0);
         __syncthreads();
+        // The chunk of this thread's row and of each component go to registers (component rows with 128-bit
+        // broadcast loads), then gaussian.h's mahalanobis_sq runs on them over DC values.
+        T xv[DC];
 #pragma unroll
-        for (int j = 0; j < KT; ++j)
-          if (j < kt) acc[j] += mahalanobis_sq<T>(kChunkCov, xr, ms + j * DC, ss + j * DC, DC);
+        for (int d = 0; d < DC; ++d) xv[d] = xr[d];
+#pragma unroll
+        for (int j = 0; j < KT; ++j) {
+          if (j < kt) {
+            T mv[DC], sv[DC];
+            load_row<DC>(mv, ms + j * DC);
+            if constexpr (kDiag) load_row<DC>(sv, ss + j * DC);
+            acc[j] += mahalanobis_sq<T>(kChunkCov, xv, mv, kDiag ? sv : mv, DC);
+          }
+        }
       }
 #pragma unroll
       for (int j = 0; j < KT; ++j)
@@ -210,7 +281,7 @@ struct FullStreamer {
       L.xstride = static_cast<int>(stride);
       L.xf = c.take<T>(kThreads * stride);
     }
-    const size_t per = static_cast<size_t>(D + D * D) * sizeof(T);
+    const size_t per = static_cast<size_t>(D + D * D + (D == 0)) * sizeof(T);  // D = 0: avoid dividing by 0
     int64_t ktc = static_cast<int64_t>(comp_budget / per);
     if (ktc > kmax) ktc = kmax;
     if (ktc > 64) ktc = 64;

@@ -13,6 +13,8 @@
 
 namespace mixdiff::cuda {
 
+int64_t gmm_posterior_blocks(int64_t N) { return N <= 0 ? 0 : grid_blocks(ceil_div(N, kThreads), int64_t(1) << 20); }
+
 namespace {
 
 template <class T>
@@ -45,7 +47,7 @@ struct PosteriorArgs {
   int64_t* labels;
   T* log_lik;
   T* resp;
-  double* log_lik_sum;
+  double* block_ll;
 };
 
 template <class T, CovType C, int DC>
@@ -80,18 +82,23 @@ __global__ void __launch_bounds__(kThreads) gmm_posterior_kernel(const Posterior
       __syncthreads();        // ll_s and this tile's raw scores in resp are visible to the whole block
       const int64_t rows = N - base < kThreads ? N - base : kThreads;
       T* block_resp = a.resp + base * K;  // rows base .. base + rows - 1 are contiguous
-      for (int64_t i = tid; i < rows * K; i += kThreads) block_resp[i] = fast_exp(block_resp[i] - ll_s[i / K]);
+      if (rows * K <= INT32_MAX) {  // 32-bit index arithmetic (64-bit division is a slow subroutine)
+        const uint32_t total = static_cast<uint32_t>(rows * K), k32 = static_cast<uint32_t>(K);
+        for (uint32_t i = tid; i < total; i += kThreads) block_resp[i] = fast_exp(block_resp[i] - ll_s[i / k32]);
+      } else {
+        for (int64_t i = tid; i < rows * K; i += kThreads) block_resp[i] = fast_exp(block_resp[i] - ll_s[i / K]);
+      }
     }
   }
-  if (a.log_lik_sum != nullptr) {  // block-uniform
+  if (a.block_ll != nullptr) {  // block-uniform
     const double s = block_sum(ll_acc, smem_at<double>(a.red));
-    if (tid == 0) atomicAdd(a.log_lik_sum, s);
+    if (tid == 0) a.block_ll[blockIdx.x] = s;
   }
 }
 
 template <class T, CovType C, int DC>
 cudaError_t launch_posterior(const T* x, const T* means, const T* prec, const T* offset, int64_t N, int64_t K,
-                             int64_t D, int64_t* labels, T* log_lik, T* resp, double* log_lik_sum,
+                             int64_t D, int64_t* labels, T* log_lik, T* resp, double* block_ll,
                              cudaStream_t stream) {
   PosteriorArgs<T, C, DC> a;
   SmemCarver c;
@@ -104,21 +111,21 @@ cudaError_t launch_posterior(const T* x, const T* means, const T* prec, const T*
   a.red = c.take<double>(kWarps);
   a.x = x; a.means = means; a.prec = prec; a.offset = offset;
   a.N = N; a.K = K; a.D = D;
-  a.labels = labels; a.log_lik = log_lik; a.resp = resp; a.log_lik_sum = log_lik_sum;
-  const unsigned blocks = grid_blocks(ceil_div(N, kThreads), int64_t(1) << 20);
+  a.labels = labels; a.log_lik = log_lik; a.resp = resp; a.block_ll = block_ll;
+  const unsigned blocks = static_cast<unsigned>(gmm_posterior_blocks(N));
   gmm_posterior_kernel<T, C, DC><<<blocks, kThreads, c.bytes, stream>>>(a);
   return cudaGetLastError();
 }
 
 template <class T, CovType C>
 cudaError_t launch_dims(const T* x, const T* means, const T* prec, const T* offset, int64_t N, int64_t K, int64_t D,
-                        int64_t* labels, T* log_lik, T* resp, double* log_lik_sum, cudaStream_t stream) {
+                        int64_t* labels, T* log_lik, T* resp, double* block_ll, cudaStream_t stream) {
   switch (pick_dim_chunk<T>(D)) {
-    case 8: return launch_posterior<T, C, 8>(x, means, prec, offset, N, K, D, labels, log_lik, resp, log_lik_sum, stream);
-    case 16: return launch_posterior<T, C, 16>(x, means, prec, offset, N, K, D, labels, log_lik, resp, log_lik_sum, stream);
+    case 8: return launch_posterior<T, C, 8>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
+    case 16: return launch_posterior<T, C, 16>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
     default:
       return launch_posterior<T, C, kMaxDimChunk<T>>(x, means, prec, offset, N, K, D, labels, log_lik, resp,
-                                                     log_lik_sum, stream);
+                                                     block_ll, stream);
   }
 }
 
@@ -135,18 +142,18 @@ cudaError_t gmm_prepare_launch(CovType cov, const T* factor, const T* log_weight
 
 template <class T>
 cudaError_t gmm_posterior_launch(CovType cov, const T* x, const T* means, const T* prec, const T* offset, int64_t N,
-                                 int64_t K, int64_t D, int64_t* labels, T* log_lik, T* resp, double* log_lik_sum,
+                                 int64_t K, int64_t D, int64_t* labels, T* log_lik, T* resp, double* block_ll,
                                  cudaStream_t stream) {
   if (N <= 0) return cudaSuccess;
   switch (cov) {
     case CovType::Identity:
-      return launch_dims<T, CovType::Identity>(x, means, prec, offset, N, K, D, labels, log_lik, resp, log_lik_sum, stream);
+      return launch_dims<T, CovType::Identity>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
     case CovType::Spherical:
-      return launch_dims<T, CovType::Spherical>(x, means, prec, offset, N, K, D, labels, log_lik, resp, log_lik_sum, stream);
+      return launch_dims<T, CovType::Spherical>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
     case CovType::Diag:
-      return launch_dims<T, CovType::Diag>(x, means, prec, offset, N, K, D, labels, log_lik, resp, log_lik_sum, stream);
+      return launch_dims<T, CovType::Diag>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
     default:  // the dimension chunk is unused by the full streamer: one instantiation
-      return launch_posterior<T, CovType::Full, 8>(x, means, prec, offset, N, K, D, labels, log_lik, resp, log_lik_sum,
+      return launch_posterior<T, CovType::Full, 8>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll,
                                                    stream);
   }
 }
