@@ -24,15 +24,20 @@ def _find_library() -> str:
     )
 
 
+def check_cuda_compatible(info: dict, torch_cuda: str | None) -> None:
+    """A library built with CUDA must run under a torch with the same CUDA major version."""
+    if not info["cuda"]:
+        return
+    built_major = info["cuda_version"].split(".")[0]
+    if torch_cuda is None or torch_cuda.split(".")[0] != built_major:
+        raise ImportError(
+            f"mixdiff_ext was built with CUDA {info['cuda_version']} but this torch has CUDA "
+            f"{torch_cuda}; rebuild with `pip install --no-build-isolation -e .` in this environment"
+        )
+
+
 def load() -> dict:
     torch.ops.load_library(_find_library())
     info = json.loads(torch.ops.mixdiff.build_info())
-    if info["cuda"]:
-        built_major = info["cuda_version"].split(".")[0]
-        torch_cuda = torch.version.cuda
-        if torch_cuda is None or torch_cuda.split(".")[0] != built_major:
-            raise ImportError(
-                f"mixdiff_ext was built with CUDA {info['cuda_version']} but this torch has CUDA "
-                f"{torch_cuda}; rebuild with `pip install --no-build-isolation -e .` in this environment"
-            )
+    check_cuda_compatible(info, torch.version.cuda)
     return info

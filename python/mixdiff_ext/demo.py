@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import torch
 
@@ -55,9 +56,14 @@ def main(argv=None) -> None:
         print("\nscikit-learn not installed: speed comparison skipped")
         return
     xn = x.numpy()
-    km = KMeans(args.components, init=prior.means.numpy(), n_init=1, max_iter=1).fit(xn)
+    with warnings.catch_warnings():  # one-iteration fits only set up the estimators; we then set their parameters
+        warnings.simplefilter("ignore")
+        km = KMeans(args.components, init=prior.means.numpy(), n_init=1, max_iter=1).fit(xn)
+        gm = GaussianMixture(args.components, covariance_type="diag", max_iter=1, means_init=em.means.numpy()).fit(xn)
     km.cluster_centers_ = prior.means.numpy()
-    gm = GaussianMixture(args.components, covariance_type="diag", max_iter=1, means_init=em.means.numpy()).fit(xn)
+    gm.means_, gm.weights_ = em.means.double().numpy(), em.weights.double().numpy()
+    gm.covariances_ = em.covariances.double().numpy()
+    gm.precisions_cholesky_ = 1.0 / em.cov_factor.double().numpy()
     rows = [
         ("nearest assignment", lambda: prior.assign(x), lambda: km.predict(xn)),
         ("diag posterior", lambda: em.log_prob(x), lambda: gm.predict_proba(xn)),
