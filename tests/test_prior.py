@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from mixdiff_ext import GaussianMixturePrior as Prior
-from mixdiff_ext import _reference as ref
+from conftest import devices
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
 
-sklearn = pytest.importorskip("sklearn")
-from sklearn.cluster import KMeans  # noqa: E402
-from sklearn.mixture import GaussianMixture  # noqa: E402
+from mixdiff_ext import GaussianMixturePrior as Prior
 
 # Parity with scikit-learn in float64 from the same starting point: the algorithms are the same, only the
 # summation order differs, so inertia and mean log-likelihood agree far below this.
@@ -231,3 +230,18 @@ def test_degenerate_covariance_gets_reg_covar_or_clear_error():
     assert (p.covariances[:, 2] >= 1e-6 - 1e-15).all()
     with pytest.raises(ValueError, match="reg_covar"):
         Prior.fit(x, 2, covariance_type="full", seed=0, reg_covar=0.0)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("covariance_type, method", [("identity", "kmeans"), ("diag", "em"), ("full", "em")])
+def test_fit_and_evaluate_on_each_device(device, covariance_type, method):
+    x = clusters(n=2000, d=4, k=3, spread=3.0, seed=9)
+    start = Prior.fit(x, 3, seed=0, max_iter=5)
+    cpu = Prior.fit(x, 3, covariance_type=covariance_type, method=method, init=start.means, max_iter=15, tol=0.0)
+    dev = Prior.fit(x.to(device), 3, covariance_type=covariance_type, method=method, init=start.means,
+                    max_iter=15, tol=0.0)
+    assert dev.means.device.type == device
+    torch.testing.assert_close(dev.means.cpu(), cpu.means, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(dev.weights.cpu(), cpu.weights, rtol=1e-9, atol=1e-9)
+    assert dev.to("cpu").score(x) == pytest.approx(cpu.score(x), rel=1e-10)
+    assert torch.equal(dev.assign(x.to(device)).cpu(), cpu.assign(x))
