@@ -256,10 +256,10 @@ def test_far_outliers(cov, dtype, device):
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cov", COVARIANCE_TYPES)
-def test_zero_weight_component(cov, dtype, device):
+@pytest.mark.parametrize("dead", [0, 1], ids=["first", "middle"])  # first: an online log-sum-exp starts at -inf
+def test_zero_weight_component(cov, dtype, device, dead):
     N, K, D = 200, 4, 3
     mix = make_mixture(K, D, cov, seed=44, dtype=dtype)
-    dead = 1
     lw = mix.log_weights.clone()
     lw[dead] = -math.inf
     mix = mix._replace(log_weights=lw)

@@ -55,6 +55,7 @@ struct LogSumExp {
   T sum = T(0);  // sum of exp(term - max)
 
   MIXDIFF_HD MIXDIFF_INLINE void push(T v) {
+    if (v == -infinity<T>()) return;  // exp(-inf) adds nothing; while max is -inf, -inf - max would be NaN
     if (v > max) {
       sum = sum * fast_exp(max - v) + T(1);
       max = v;

@@ -1,5 +1,5 @@
 // estep_stats on CUDA, pass 2 (pass 1 is the posterior kernel of gmm_posterior_cuda.cu, which writes the
-// per-point log-likelihoods to a [N] workspace and atomically sums them into log_lik_sum).
+// per-point log-likelihoods to a [N] workspace and per-block sums that pass 3 adds in a fixed order).
 //
 // Grid: blockIdx.y walks component tiles of ks components, blockIdx.x walks point tiles of kThreads
 // points with a grid stride. Per point tile a block
