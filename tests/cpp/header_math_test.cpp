@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "mixdiff/gaussian.h"
+#include "mixdiff/philox.h"
 #include "mixdiff/reductions.h"
 
 using namespace mixdiff;
@@ -110,7 +111,27 @@ static void check_gaussian() {
   CHECK(!precision_factor(CovType::Full, bad, P, 2), "non-positive diagonal is reported");
 }
 
+static void check_philox() {
+  // Random123 known-answer vectors (tests/kat_vectors, philox4x32 10).
+  struct Kat { uint32_t c[4], k[2], out[4]; };
+  const Kat kats[] = {
+      {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}},
+      {{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}, {0xffffffffu, 0xffffffffu},
+       {0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}},
+      {{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}, {0xa4093822u, 0x299f31d0u},
+       {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}},
+  };
+  for (const Kat& t : kats) {
+    const Philox4x32 r = philox4x32_10(Philox4x32{{t.c[0], t.c[1], t.c[2], t.c[3]}}, t.k[0], t.k[1]);
+    CHECK(r.v[0] == t.out[0] && r.v[1] == t.out[1] && r.v[2] == t.out[2] && r.v[3] == t.out[3],
+          "got %08x %08x %08x %08x", r.v[0], r.v[1], r.v[2], r.v[3]);
+  }
+  CHECK(uniform_open0(0u) > 0.0f && uniform_open0(0xffffffffu) <= 1.0f, "float uniform in (0, 1]");
+  CHECK(uniform_open0(0u, 0u) > 0.0 && uniform_open0(0xffffffffu, 0xffffffffu) <= 1.0, "double uniform in (0, 1]");
+}
+
 int main() {
+  check_philox();
   check_logsumexp<float>(2e-6);
   check_logsumexp<double>(1e-13);
   check_argbest();
