@@ -82,3 +82,73 @@ def kmeans_stats(x, centres):
     counts = torch.bincount(labels, minlength=k)
     sum_x = torch.zeros(k, d, dtype=x.dtype).index_add_(0, labels, x - centres[labels])
     return labels, sqdist, counts, sum_x, sqdist.sum()
+
+
+# --- counter-based random numbers (same streams as csrc/include/mixdiff/philox.h) ----------------------
+_MASK32 = 0xFFFFFFFF
+STREAM_COMPONENT, STREAM_PRIOR_NOISE = 1, 2
+
+
+def philox4x32_10(counter: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    """Philox4x32-10 on int64 tensors holding uint32 words: counter [..., 4] -> [..., 4]."""
+    c = [counter[..., i].to(torch.int64) & _MASK32 for i in range(4)]
+    k0, k1 = key[0] & _MASK32, key[1] & _MASK32
+    for _ in range(10):
+        p0 = c[0] * 0xD2511F53  # < 2^64 as unsigned; int64 wraps, masks below recover the words
+        p1 = c[2] * 0xCD9E8D57
+        hi0, lo0 = (p0 >> 32) & _MASK32, p0 & _MASK32
+        hi1, lo1 = (p1 >> 32) & _MASK32, p1 & _MASK32
+        c = [hi1 ^ c[1] ^ k0, lo1, hi0 ^ c[3] ^ k1, lo0]
+        k0, k1 = (k0 + 0x9E3779B9) & _MASK32, (k1 + 0xBB67AE85) & _MASK32
+    return torch.stack(c, dim=-1)
+
+
+def philox_words(seed: int, stream: int, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Words for (seed, stream, row, index), broadcasting rows against index."""
+    rows, index = torch.broadcast_tensors(rows.to(torch.int64), index.to(torch.int64))
+    seed &= (1 << 64) - 1
+    ctr = torch.stack([index, torch.full_like(index, stream), rows & _MASK32, (rows >> 32) & _MASK32], -1)
+    return philox4x32_10(ctr, (seed & _MASK32, seed >> 32))
+
+
+def uniform_open0(words: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(0, 1] uniforms: one word for float32 (evaluated in float32 as the kernel does), two for float64."""
+    if dtype == torch.float64:
+        bits = ((words[..., 1] << 32) | words[..., 0]) >> 11
+        bits = torch.where(bits < 0, bits + (1 << 53), bits)  # the >> of a negative int64 is arithmetic
+        bits = bits & ((1 << 53) - 1)
+        return (bits.to(torch.float64) + 0.5) * 2.0**-53
+    return (words[..., 0].to(torch.float32) + 0.5) * 2.3283064e-10
+
+
+def normal_pairs(words: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Box-Muller: [..., 4] words -> [..., 2] standard normals."""
+    if dtype == torch.float64:
+        u1, u2 = uniform_open0(words[..., 0:2], dtype), uniform_open0(words[..., 2:4], dtype)
+    else:
+        u1, u2 = uniform_open0(words[..., 0:1], dtype), uniform_open0(words[..., 1:2], dtype)
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    theta = 2 * math.pi * u2
+    return torch.stack([r * torch.cos(theta), r * torch.sin(theta)], -1)
+
+
+def prior_sample(means, log_weights, cov_factor, covariance_type, n, seed, offset=0):
+    k, d = means.shape
+    dtype = means.dtype
+    rows = torch.arange(offset, offset + n, dtype=torch.int64)
+    cdf = torch.cumsum(torch.exp(log_weights.to(torch.float64)), 0)
+    u = uniform_open0(philox_words(seed, STREAM_COMPONENT, rows, torch.zeros(1, dtype=torch.int64)), torch.float64)
+    labels = torch.searchsorted(cdf, u * cdf[-1]).clamp(max=k - 1)  # first k with u * total <= cdf[k]
+    pairs = (d + 1) // 2
+    words = philox_words(seed, STREAM_PRIOR_NOISE, rows[:, None], torch.arange(pairs)[None, :])
+    eps = normal_pairs(words, dtype).reshape(n, 2 * pairs)[:, :d]
+    mu = means[labels]
+    if covariance_type == "identity":
+        x = mu + eps
+    elif covariance_type == "spherical":
+        x = mu + cov_factor[labels, None] * eps
+    elif covariance_type == "diag":
+        x = mu + cov_factor[labels] * eps
+    else:
+        x = mu + torch.einsum("nij,nj->ni", cov_factor[labels].tril(), eps)
+    return x, labels

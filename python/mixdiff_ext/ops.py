@@ -173,3 +173,34 @@ def _(x, centres):
         x.new_empty((k, d), dtype=torch.float64),
         x.new_empty((), dtype=torch.float64),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# prior_sample
+# --------------------------------------------------------------------------------------------------
+class PriorSample(NamedTuple):
+    x: torch.Tensor  # [n, D]
+    labels: torch.Tensor  # int64 [n]: the component each sample was drawn from
+
+
+def prior_sample(
+    means: torch.Tensor,
+    log_weights: torch.Tensor,
+    cov_factor: torch.Tensor | None,
+    covariance_type: str,
+    n: int,
+    seed: int,
+    offset: int = 0,
+) -> PriorSample:
+    """n draws from the mixture; sample i is row offset + i of the counter-based stream of `seed`, so
+    the result does not depend on how the rows are split into calls."""
+    factor = means.new_empty((0,), dtype=_compute_dtype(means)) if cov_factor is None else cov_factor
+    return PriorSample(*torch.ops.mixdiff.prior_sample(means, log_weights, factor, covariance_type, n, seed, offset))
+
+
+@torch.library.register_fake("mixdiff::prior_sample")
+def _(means, log_weights, cov_factor, covariance_type, n, seed, offset=0):
+    return (
+        means.new_empty((n, means.shape[1]), dtype=_compute_dtype(means)),
+        means.new_empty((n,), dtype=torch.int64),
+    )

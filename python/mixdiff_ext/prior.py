@@ -251,6 +251,24 @@ class GaussianMixturePrior:
     predict_proba = responsibilities
     score_samples = log_prob
 
+    # -- sampling ----------------------------------------------------------------------------------
+    def sample(self, n: int, seed: int | None = None, generator_offset: int = 0, return_labels: bool = False):
+        """n draws from the prior (and their components if return_labels).
+
+        Sample i is row generator_offset + i of the counter-based stream of `seed`: drawing in batches
+        with advancing offsets gives exactly the samples of one large draw. seed=None draws a seed from
+        torch's default generator, so torch.manual_seed makes it repeatable.
+        """
+        if int(n) != n or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n}")
+        if int(generator_offset) != generator_offset or generator_offset < 0:
+            raise ValueError(f"generator_offset must be a non-negative integer, got {generator_offset}")
+        if seed is None:
+            seed = int(torch.randint(0, 2**63 - 1, (1,)).item())
+        x, labels = ops.prior_sample(self._means, self.log_weights, self._factor, self.covariance_type, int(n),
+                                     int(seed), int(generator_offset))
+        return (x, labels) if return_labels else x
+
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Writes tensors and plain metadata; `load` reads it back with weights_only=True (no pickle code)."""

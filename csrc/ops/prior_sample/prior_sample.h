@@ -1,0 +1,15 @@
+#pragma once
+#include <ATen/ATen.h>
+#include <string>
+#include <tuple>
+
+namespace mixdiff::ops {
+// Validated inputs of prior_sample, in the compute dtype and contiguous, with the float64 cumulative
+// weights, and the outputs allocated (x [n, D], labels int64 [n]).
+struct PriorSampleArgs {
+  at::Tensor means, factor, cdf, x, labels;
+};
+PriorSampleArgs prior_sample_checked(const at::Tensor& means, const at::Tensor& log_weights,
+                                     const at::Tensor& cov_factor, const std::string& covariance_type, int64_t n,
+                                     int64_t offset);
+}  // namespace mixdiff::ops
