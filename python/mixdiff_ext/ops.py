@@ -12,15 +12,15 @@ from typing import NamedTuple
 import torch
 
 COVARIANCE_TYPES = ("identity", "spherical", "diag", "full")
-MOMENTS = ("none", "diag", "full")
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _empty_factor(x: torch.Tensor) -> torch.Tensor:
-    return x.new_empty((0,), dtype=_compute_dtype(x))
+def _factor_arg(like: torch.Tensor, cov_factor: torch.Tensor | None) -> torch.Tensor:
+    """The ops take an empty factor for "identity"; the wrappers accept None."""
+    return like.new_empty((0,), dtype=_compute_dtype(like)) if cov_factor is None else cov_factor
 
 
 # --------------------------------------------------------------------------------------------------
@@ -74,10 +74,6 @@ class Posterior(NamedTuple):
     labels: torch.Tensor  # int64 [N], MAP component (ties to the lowest k)
     log_lik: torch.Tensor  # [N], log sum_k w_k N(x; mu_k, Sigma_k)
     resp: torch.Tensor | None  # [N, K] responsibilities, only when asked
-
-
-def _factor_arg(x: torch.Tensor, cov_factor: torch.Tensor | None) -> torch.Tensor:
-    return _empty_factor(x) if cov_factor is None else cov_factor
 
 
 def gmm_posterior(
@@ -194,8 +190,9 @@ def prior_sample(
 ) -> PriorSample:
     """n draws from the mixture; sample i is row offset + i of the counter-based stream of `seed`, so
     the result does not depend on how the rows are split into calls."""
-    factor = means.new_empty((0,), dtype=_compute_dtype(means)) if cov_factor is None else cov_factor
-    return PriorSample(*torch.ops.mixdiff.prior_sample(means, log_weights, factor, covariance_type, n, seed, offset))
+    return PriorSample(*torch.ops.mixdiff.prior_sample(
+        means, log_weights, _factor_arg(means, cov_factor), covariance_type, n, seed, offset
+    ))
 
 
 @torch.library.register_fake("mixdiff::prior_sample")

@@ -193,7 +193,9 @@ class GaussianMixturePrior:
         return (f * f).flatten(1).sum(1)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "GaussianMixturePrior":
-        conv = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+        def conv(t):
+            return None if t is None else t.to(device=device, dtype=dtype)
+
         return GaussianMixturePrior._from_factor(
             conv(self._means), conv(self._weights), conv(self._factor), self.covariance_type
         )
@@ -246,8 +248,10 @@ class GaussianMixturePrior:
         x = self._prepare(x)
         return -2.0 * self.score(x) * x.shape[0] + self.n_parameters() * math.log(x.shape[0])
 
-    # scikit-learn names
-    predict = lambda self, x: self.assign(x, rule="posterior")  # noqa: E731
+    # scikit-learn names (GaussianMixture semantics: predict is the MAP component)
+    def predict(self, x) -> torch.Tensor:
+        return self.assign(x, rule="posterior")
+
     predict_proba = responsibilities
     score_samples = log_prob
 
