@@ -165,9 +165,11 @@ def em(x, means, weights, factor, covariance_type, max_iter, tol, reg_covar, ver
     moments = {"full": "full", "diag": "diag", "spherical": "diag"}.get(covariance_type, "none")
     n = x.shape[0]
     lower_bound, converged, it = -math.inf, False, 0
+    def cast(t):  # parameters are kept in float64; the E-step runs in the data's dtype
+        return None if t is None else t.to(x.dtype)
+
     for it in range(1, max_iter + 1):
         prev = lower_bound
-        cast = lambda t: None if t is None else t.to(x.dtype)  # noqa: E731
         stats = ops.estep_stats(x, cast(means), cast(factor), torch.log(weights).to(x.dtype), covariance_type,
                                 cast(means), moments)
         means, weights, cov = _m_step(stats, means, n, covariance_type, reg_covar)
