@@ -104,25 +104,29 @@ def _hard_moments(x, centres, covariance_type, reg_covar):
     weights = counts / counts.sum()
     cov = None
     if covariance_type != "identity":
-        resp = torch.zeros(x.shape[0], centres.shape[0], dtype=torch.float64, device=x.device)
-        resp[torch.arange(x.shape[0], device=x.device), st.labels] = 1.0
-        cov = _covariances_from_resp(x, resp, means, covariance_type, reg_covar)
+        cov = _cluster_covariances(x, st.labels, st.counts, means, covariance_type, reg_covar)
     return means, weights, cov, st
 
 
-def _covariances_from_resp(x, resp, means, covariance_type, reg_covar):
-    nk = resp.sum(0) + _EPS_NK
-    xd = x.double()
-    if covariance_type == "full":
-        k, d = means.shape
-        cov = torch.empty(k, d, d, dtype=torch.float64, device=x.device)
-        for j in range(k):
-            diff = xd - means[j]
-            cov[j] = (resp[:, j, None] * diff).T @ diff / nk[j]
-            cov[j].diagonal().add_(reg_covar)
-        return cov
-    var = torch.einsum("nk,nkd->kd", resp, (xd[:, None, :] - means[None]) ** 2) / nk[:, None] + reg_covar
-    return var.mean(1) if covariance_type == "spherical" else var
+def _cluster_covariances(x, labels, counts, means, covariance_type, reg_covar):
+    """Within-cluster covariances of a hard assignment (+ reg_covar), in O(N D) extra memory: rows are
+    sorted by cluster and each cluster's block gives Z^T Z (full) or sum Z^2 (diag, spherical)."""
+    k, d = means.shape
+    order = torch.argsort(labels, stable=True)
+    sizes = counts.tolist()
+    nk = counts.to(torch.float64) + _EPS_NK
+    full = covariance_type == "full"
+    out = torch.zeros((k, d, d) if full else (k, d), dtype=torch.float64, device=x.device)
+    for j, rows in enumerate(torch.split(order, sizes)):
+        if rows.numel() == 0:
+            continue
+        z = x[rows].double() - means[j]
+        out[j] = (z.T @ z) / nk[j] if full else (z * z).sum(0) / nk[j]
+    if full:
+        out.diagonal(dim1=1, dim2=2).add_(reg_covar)
+        return out
+    out += reg_covar
+    return out.mean(1) if covariance_type == "spherical" else out
 
 
 def _factor(cov, covariance_type):
