@@ -1,0 +1,493 @@
+"""mixdiff::prior_sample: n draws from a Gaussian mixture with their components (counter-based Philox).
+
+Sample i is row offset + i of the Philox4x32-10 stream of `seed`: its component is drawn by inverse CDF
+of a float64 uniform (stream 1) and its noise by Box-Muller pairs (stream 2, block e / 2 for element e),
+then x = mu_j + A_j eps. The pure-torch reference in _reference.py reads the same stream, so the op must
+reproduce it: labels exactly, x up to the rounding of log / cos / sin.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from conftest import COVARIANCE_TYPES, Mixture, devices, make_mixture, rel_err, tol_for
+from mixdiff_ext import GaussianMixturePrior
+from mixdiff_ext import _reference as ref
+from mixdiff_ext import ops
+
+# float64: the op draws the same 53-bit uniforms as the reference and applies glibc log/cos/sin where the
+# reference applies torch's (both within ~1 ulp), then x = mu + A eps with a different summation order
+# (full); differences are ~1e-16 relative, so 1e-12 is safe and still catches any wrong bit of the stream.
+F64_TOL = 1e-12
+# float32: the normals come from logf / cosf / sinf of float32 uniforms; the last-bit rounding of libm's
+# (or CUDA's) float functions may differ from torch's vectorised ones, a few ulp of eps (~1e-7 relative)
+# after the affine map, so 1e-5 is safe; a wrong word, stream or row changes x by O(1).
+F32_TOL = 1e-5
+
+DTYPES = [torch.float64, torch.float32]
+
+# (K, D): K = 1, D = 1 and odd D (an unpaired last Box-Muller normal), and a D spanning several blocks.
+SHAPES = [(1, 1), (3, 1), (1, 4), (4, 3), (5, 7), (3, 16)]
+
+# Statistical tests: fixed seeds, so each outcome is deterministic; thresholds are ~5 standard errors
+# (or p > 1e-4) so that a correct sampler passes by a wide margin while a wrong distribution fails.
+P_MIN = 1e-4
+Z_MAX = 5.0
+
+
+def _shape_id(s):
+    return "K{}_D{}".format(*s)
+
+
+def _cdtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _run(mix: Mixture, n: int, seed: int, offset: int = 0, device="cpu") -> ops.PriorSample:
+    m = mix.to(device=device)
+    return ops.prior_sample(m.means, m.log_weights, m.cov_factor, m.covariance_type, n, seed, offset)
+
+
+def _reference(mix: Mixture, n: int, seed: int, offset: int = 0):
+    """Reference in the op's compute dtype (float32 for float32 and lower), on the CPU."""
+    m = mix.to(dtype=_cdtype(mix.means.dtype), device="cpu")
+    return ref.prior_sample(m.means, m.log_weights, m.cov_factor, m.covariance_type, n, seed, offset)
+
+
+def _check_reference(out: ops.PriorSample, mix: Mixture, n: int, seed: int, offset: int = 0) -> None:
+    want_x, want_labels = _reference(mix, n, seed, offset)
+    labels = out.labels.cpu()
+    bad = torch.nonzero(labels != want_labels).flatten()
+    assert bad.numel() == 0, (
+        f"{bad.numel()} label mismatches (seed={seed}, offset={offset}), first rows {bad[:5].tolist()}: "
+        f"got {labels[bad[:5]].tolist()}, want {want_labels[bad[:5]].tolist()}"
+    )
+    tol = tol_for(want_x.dtype, F64_TOL, F32_TOL)
+    err = rel_err(out.x, want_x)
+    assert err <= tol, f"x rel err {err:.3e} > {tol:.0e} (seed={seed}, offset={offset})"
+
+
+def _check_against_cpu(out: ops.PriorSample, mix: Mixture, n: int, seed: int, offset: int = 0) -> None:
+    """On an accelerator: the same integers (labels) as the CPU op, x up to float rounding."""
+    cpu = _run(mix, n, seed, offset, "cpu")
+    assert torch.equal(out.labels.cpu(), cpu.labels), "labels differ between the device and the CPU op"
+    tol = tol_for(cpu.x.dtype, F64_TOL, F32_TOL)
+    err = rel_err(out.x, cpu.x)
+    assert err <= tol, f"device vs CPU x rel err {err:.3e} > {tol:.0e}"
+
+
+def _prior(mix: Mixture) -> GaussianMixturePrior:
+    """The public prior with the mixture's parameters (covariances in scikit-learn's layout)."""
+    dtype = mix.means.dtype
+    w = torch.exp(mix.log_weights.double())
+    w = (w / w.sum()).to(dtype)
+    f = None if mix.cov_factor is None else mix.cov_factor.double()
+    cov = None if f is None else (f @ f.mT if mix.covariance_type == "full" else f * f).to(dtype)
+    return GaussianMixturePrior(mix.means, w, cov, mix.covariance_type)
+
+
+def _covariances(mix: Mixture) -> torch.Tensor:
+    """[K, D, D] float64 Sigma_k = A_k A_k^T."""
+    m = mix.f64()
+    K, D = m.means.shape
+    if m.covariance_type == "identity":
+        return torch.eye(D, dtype=torch.float64).expand(K, D, D)
+    if m.covariance_type == "spherical":
+        return (m.cov_factor**2)[:, None, None] * torch.eye(D, dtype=torch.float64)
+    if m.covariance_type == "diag":
+        return torch.diag_embed(m.cov_factor**2)
+    L = m.cov_factor.tril()
+    return L @ L.mT
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# The op against the reference stream
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+def test_matches_reference(shape, cov, dtype, device):
+    K, D = shape
+    mix = make_mixture(K, D, cov, seed=100 + 7 * K + 31 * D + COVARIANCE_TYPES.index(cov), dtype=dtype)
+    n, seed, offset = 517, 20240 + K + D, 3 * K + D  # n not a multiple of the CPU grain (64)
+    out = _run(mix, n, seed, offset, device)
+    assert out.x.dtype == dtype and out.labels.dtype == torch.int64
+    assert out.x.shape == (n, D) and out.labels.shape == (n,)
+    assert out.x.device.type == device and out.labels.device.type == device
+    assert bool(torch.isfinite(out.x).all())
+    assert int(out.labels.min()) >= 0 and int(out.labels.max()) < K
+    _check_reference(out, mix, n, seed, offset)
+    if device != "cpu":
+        _check_against_cpu(out, mix, n, seed, offset)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    "seed, offset",
+    [
+        (-1, 0),  # key words 0xFFFFFFFF, 0xFFFFFFFF
+        (2**62 + 3, 17),  # high key word in use
+        (-(2**63), 5),
+        (2**63 - 1, 2**32 - 100),  # rows cross 2^32: the row's high word goes from 0 to 1
+        (12345, 2**32 + 7),
+        (-1, 2**40 + 3),
+        (2**62 + 3, 2**62),
+    ],
+    ids=["seed-1", "seed2^62+3", "seed-2^63", "row-carry", "row2^32", "row2^40", "row2^62"],
+)
+@pytest.mark.parametrize("cov", ["identity", "full"])
+def test_large_seeds_and_offsets(cov, seed, offset, dtype, device):
+    mix = make_mixture(3, 5, cov, seed=7, dtype=dtype)
+    out = _run(mix, 200, seed, offset, device)
+    _check_reference(out, mix, 200, seed, offset)
+    if device != "cpu":
+        _check_against_cpu(out, mix, 200, seed, offset)
+
+
+@pytest.mark.parametrize("device", devices)
+def test_high_words_of_seed_and_row_are_used(device):
+    # Seeds equal in their low 32 bits, and rows 2^32 apart, must give different samples.
+    mix = make_mixture(3, 4, "diag", seed=8).to(device=device)
+    a = _run(mix, 300, 5, 0, device)
+    for seed, offset in [(5 + 2**32, 0), (5 + 2**40, 0), (5, 2**32), (5, 2**48)]:
+        b = _run(mix, 300, seed, offset, device)
+        same = (a.x == b.x).double().mean().item()
+        assert same < 0.01, f"seed={seed} offset={offset}: {same:.1%} of x equal to seed=5 offset=0"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batch, thread and seed behaviour
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_batch_invariance(cov, dtype, device):
+    mix = make_mixture(4, 5, cov, seed=21, dtype=dtype).to(device=device)
+    n, seed = 1000, 99
+    for base in (0, 2**32 - 500):
+        whole = _run(mix, n, seed, base, device)
+        parts = [_run(mix, min(7, n - i), seed, base + i, device) for i in range(0, n, 7)]
+        assert torch.equal(whole.x, torch.cat([p.x for p in parts])), f"x differs in batches (base {base})"
+        assert torch.equal(whole.labels, torch.cat([p.labels for p in parts])), f"labels differ (base {base})"
+    # The same through the public API, with generator_offset.
+    prior = _prior(mix)
+    x, labels = prior.sample(n, seed=seed, return_labels=True)
+    direct = ops.prior_sample(prior.means, prior.log_weights, prior.cov_factor, cov, n, seed, 0)
+    assert torch.equal(x, direct.x) and torch.equal(labels, direct.labels)
+    batched = [prior.sample(min(7, n - i), seed=seed, generator_offset=i, return_labels=True) for i in range(0, n, 7)]
+    assert torch.equal(x, torch.cat([b[0] for b in batched]))
+    assert torch.equal(labels, torch.cat([b[1] for b in batched]))
+    tail = prior.sample(300, seed=seed, generator_offset=700)
+    assert torch.equal(tail, x[700:])
+
+
+def test_thread_count_invariance():
+    mix = make_mixture(4, 5, "full", seed=22)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run(mix, 3000, 4, 11)
+        torch.set_num_threads(max(2, before))
+        many = _run(mix, 3000, 4, 11)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one.x, many.x) and torch.equal(one.labels, many.labels)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_seeds(cov, dtype, device):
+    mix = make_mixture(4, 3, cov, seed=23, dtype=dtype).to(device=device)
+    seeds = [0, 1, 2, 2**32 - 1, -1, 2**62 + 3]
+    draws = {s: _run(mix, 400, s, 0, device) for s in seeds}
+    for s in seeds:  # same seed, same samples
+        again = _run(mix, 400, s, 0, device)
+        assert torch.equal(again.x, draws[s].x) and torch.equal(again.labels, draws[s].labels)
+    for i, s in enumerate(seeds):  # different seeds, different samples
+        for t in seeds[i + 1:]:
+            same_x = (draws[s].x == draws[t].x).double().mean().item()
+            assert same_x < 0.01, f"seeds {s} and {t}: {same_x:.1%} of x equal"
+            assert not torch.equal(draws[s].labels, draws[t].labels), f"seeds {s} and {t}: same labels"
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_seed_none_follows_torch_manual_seed(cov, device):
+    prior = _prior(make_mixture(3, 4, cov, seed=24).to(device=device))
+    torch.manual_seed(123)
+    a, la = prior.sample(256, return_labels=True)
+    b = prior.sample(256)  # the default generator has advanced: a new seed
+    torch.manual_seed(123)
+    c, lc = prior.sample(256, return_labels=True)
+    torch.manual_seed(124)
+    d = prior.sample(256)
+    assert torch.equal(a, c) and torch.equal(la, lc)
+    assert (a == b).double().mean().item() < 0.01
+    assert (a == d).double().mean().item() < 0.01
+
+
+# ---------------------------------------------------------------------------------------------------
+# Distribution
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_component_frequencies_and_moments(cov, dtype, device):
+    K, D, n = 4, 3, 200_000
+    mix = make_mixture(K, D, cov, seed=31, dtype=dtype, spread=2.0)
+    out = _run(mix, n, seed=2024, device=device)
+    x, labels = out.x.cpu().double(), out.labels.cpu()
+    w = torch.exp(mix.log_weights.double())
+    w = w / w.sum()
+    counts = torch.bincount(labels, minlength=K)
+    assert counts.numel() == K
+    chi = stats.chisquare(counts.numpy(), f_exp=(n * w).numpy())
+    assert chi.pvalue > P_MIN, f"component counts {counts.tolist()} vs expected {(n * w).tolist()}: p={chi.pvalue:.2e}"
+
+    mu, sigma = mix.f64().means, _covariances(mix)
+    for k in range(K):
+        xk = x[labels == k]
+        nk = xk.shape[0]
+        assert nk > 1000, f"component {k} drawn only {nk} times"
+        var = torch.diagonal(sigma[k])
+        z_mean = (xk.mean(0) - mu[k]).abs() / torch.sqrt(var / nk)
+        assert z_mean.max().item() < Z_MAX, f"component {k}: mean off by {z_mean.max().item():.1f} standard errors"
+        s = torch.cov(xk.T).reshape(D, D)
+        se = torch.sqrt((var[:, None] * var[None, :] + sigma[k] ** 2) / nk)
+        z_cov = (s - sigma[k]).abs() / se
+        assert z_cov.max().item() < Z_MAX, (
+            f"component {k}: covariance off by {z_cov.max().item():.1f} standard errors\n{s}\nvs\n{sigma[k]}"
+        )
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_noise_is_independent_standard_normal(dtype, device):
+    # Identity prior: x - mu_label is the raw noise eps. 250k rows x D = 5 -> 1.25e6 normals, 1e6
+    # neighbouring pairs within rows (both inside a Box-Muller pair and across pairs) and 1.25e6 pairs
+    # of the same element in consecutive samples; the standard error of a correlation is ~1e-3.
+    K, D, n = 3, 5, 250_000
+    mix = make_mixture(K, D, "identity", seed=41, dtype=dtype, spread=1.0)
+    out = _run(mix, n, seed=777, device=device)
+    x, labels = out.x.cpu().double(), out.labels.cpu()
+    z = x - mix.f64().means[labels]
+    ks = stats.kstest(z.flatten().numpy(), "norm")
+    assert ks.pvalue > P_MIN, f"KS against N(0, 1): D={ks.statistic:.2e}, p={ks.pvalue:.2e}"
+    pairs = {
+        "neighbouring elements": (z[:, :-1], z[:, 1:]),
+        "first and second of a Box-Muller pair": (z[:, 0:4:2], z[:, 1:5:2]),
+        "consecutive samples": (z[:-1], z[1:]),
+    }
+    for name, (a, b) in pairs.items():
+        c = _corr(a, b)
+        assert abs(c) < 5e-3, f"corr between {name} = {c:.2e}"
+        c2 = _corr(a * a, b * b)  # uncorrelated but dependent pairs (e.g. a shared radius) show here
+        assert abs(c2) < 5e-3 * math.sqrt(2), f"corr of squares between {name} = {c2:.2e}"
+    # The component stream is independent of the noise stream and of the previous sample's component.
+    onehot = torch.nn.functional.one_hot(labels, K).double()
+    for k in range(K):
+        c = _corr(onehot[:-1, k], onehot[1:, k])
+        assert abs(c) < 1e-2, f"corr of component {k} between consecutive samples = {c:.2e}"
+        c = _corr(onehot[:, k], z[:, 0])
+        assert abs(c) < 1e-2, f"corr between component {k} and the noise = {c:.2e}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Edge cases
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_zero_weight_components_never_drawn(cov, dtype, device):
+    mix = make_mixture(6, 3, cov, seed=51, dtype=dtype)
+    lw = torch.log(torch.tensor([0.0, 0.3, 0.0, 0.0, 0.7, 0.0], dtype=torch.float64)).to(dtype)
+    mix = mix._replace(log_weights=lw)
+    n = 20_000
+    out = _run(mix, n, seed=52, device=device)
+    counts = torch.bincount(out.labels.cpu(), minlength=6)
+    assert counts[[0, 2, 3, 5]].sum().item() == 0, f"zero-weight components drawn: counts {counts.tolist()}"
+    assert counts[1].item() > 0 and counts[4].item() > 0
+    assert abs(counts[1].item() / n - 0.3) < Z_MAX * math.sqrt(0.3 * 0.7 / n)
+    _check_reference(out, mix, n, 52)
+    if device != "cpu":
+        _check_against_cpu(out, mix, n, 52)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_single_component(cov, dtype, device):
+    mix = make_mixture(1, 3, cov, seed=53, dtype=dtype)
+    out = _run(mix, 1000, seed=54, device=device)
+    assert torch.equal(out.labels.cpu(), torch.zeros(1000, dtype=torch.int64))
+    _check_reference(out, mix, 1000, 54)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_element_e_depends_only_on_seed_row_and_e(dtype, device):
+    # Element e of a row is the (e % 2)-th normal of block e / 2, whatever D is: the zero-mean standard
+    # prior in dimension D gives the first D columns of the one in dimension 8 (odd D drops the last
+    # normal of its final pair and must not write it anywhere).
+    def standard(D):
+        return Mixture(torch.zeros(1, D, dtype=dtype), None, torch.zeros(1, dtype=dtype), "identity")
+
+    full = _run(standard(8), 1031, seed=61, offset=9, device=device).x
+    for D in (1, 2, 3, 5, 7):
+        x = _run(standard(D), 1031, seed=61, offset=9, device=device).x
+        assert torch.equal(x, full[:, :D]), f"D={D}: not the first columns of the D=8 draw"
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_empty_draw(cov, dtype, device):
+    mix = make_mixture(3, 5, cov, seed=62, dtype=dtype)
+    out = _run(mix, 0, seed=1, device=device)
+    assert out.x.shape == (0, 5) and out.x.dtype == _cdtype(dtype) and out.x.device.type == device
+    assert out.labels.shape == (0,) and out.labels.dtype == torch.int64 and out.labels.device.type == device
+    x = _prior(make_mixture(3, 5, cov, seed=62, dtype=torch.float64).to(device=device)).sample(0, seed=1)
+    assert x.shape == (0, 5) and x.dtype == torch.float64
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_half_inputs_compute_in_float32(cov, dtype, device):
+    mix = make_mixture(3, 5, cov, seed=63, dtype=dtype)
+    out = _run(mix, 300, seed=64, offset=2, device=device)
+    assert out.x.dtype == torch.float32 and out.labels.dtype == torch.int64
+    # Exactly the float32 op on the up-cast parameters (the cast is exact), and the float32 reference.
+    want = _run(mix.to(dtype=torch.float32), 300, seed=64, offset=2, device=device)
+    assert torch.equal(out.x, want.x) and torch.equal(out.labels, want.labels)
+    _check_reference(out, mix, 300, 64, 2)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_layout_and_factor_conventions(cov, device):
+    mix = make_mixture(4, 6, cov, seed=65).to(device=device)
+    want = _run(mix, 200, seed=66, device=device)
+    # Non-contiguous parameters give the same draws.
+    means_nc = mix.means.T.contiguous().T
+    lw_nc = torch.stack([mix.log_weights, mix.log_weights], 1)[:, 0]
+    f = mix.cov_factor
+    f_nc = None if f is None else (f.mT.contiguous().mT if cov == "full" else torch.stack([f, f], -1)[..., 0])
+    assert not means_nc.is_contiguous() and not lw_nc.is_contiguous()
+    got = ops.prior_sample(means_nc, lw_nc, f_nc, cov, 200, 66)
+    assert torch.equal(got.x, want.x) and torch.equal(got.labels, want.labels)
+    if cov == "identity":
+        # Identity ignores whatever factor it is given.
+        got = ops.prior_sample(mix.means, mix.log_weights, torch.full((4, 6), 5.0, dtype=torch.float64, device=device),
+                               cov, 200, 66)
+        assert torch.equal(got.x, want.x)
+    if cov == "full":
+        # Only the lower triangle of a full factor is read.
+        junk = f + torch.triu(torch.full_like(f, 3.0), diagonal=1)
+        got = ops.prior_sample(mix.means, mix.log_weights, junk, cov, 200, 66)
+        assert torch.equal(got.labels, want.labels)
+        assert rel_err(got.x, want.x) <= F64_TOL
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_opcheck(cov, device):
+    mix = make_mixture(3, 4, cov, seed=71).to(device=device)
+    factor = mix.cov_factor if mix.cov_factor is not None else torch.empty(0, dtype=torch.float64, device=device)
+    args = (mix.means, mix.log_weights, factor, cov, 6, 2**40 + 5, 3)
+    torch.library.opcheck(torch.ops.mixdiff.prior_sample.default, args)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad inputs: the op raises a RuntimeError naming the offending argument; the Python API a ValueError.
+# ---------------------------------------------------------------------------------------------------
+BAD_CASES = {
+    "n_negative": (dict(n=-1), r"n must be >= 0, got -1"),
+    "offset_negative": (dict(offset=-5), r"offset must be >= 0, got -5"),
+    "means_1d": (dict(means=lambda d: torch.zeros(4, device=d)), r"means must be 2-D"),
+    "means_3d": (dict(means=lambda d: torch.zeros(3, 4, 1, device=d)), r"means must be 2-D"),
+    "means_int": (dict(means=lambda d: torch.zeros(3, 4, dtype=torch.int64, device=d)), r"means must be a floating-point"),
+    "k0": (
+        dict(means=lambda d: torch.zeros(0, 4, device=d), cov_factor=lambda d: torch.ones(0, 4, device=d),
+             log_weights=lambda d: torch.zeros(0, device=d)),
+        r"means must have at least one row",
+    ),
+    "diag_factor_shape": (dict(cov_factor=lambda d: torch.ones(3, device=d)), r"diag cov_factor must have shape \[3, 4\]"),
+    "diag_factor_transposed": (dict(cov_factor=lambda d: torch.ones(4, 3, device=d)), r"diag cov_factor must have shape"),
+    "spherical_factor_shape": (
+        dict(covariance_type="spherical", cov_factor=lambda d: torch.ones(2, device=d)),
+        r"spherical cov_factor must have shape \[3\]",
+    ),
+    "full_factor_shape": (
+        dict(covariance_type="full", cov_factor=lambda d: torch.ones(3, 4, device=d)),
+        r"full cov_factor must have shape \[3, 4, 4\]",
+    ),
+    "nonpositive_factor": (
+        dict(cov_factor=lambda d: torch.tensor([[1.0] * 4, [1.0, 1.0, 1.0, 0.0], [1.0] * 4], device=d)),
+        r"cov_factor must have a positive diagonal",
+    ),
+    "spherical_negative_factor": (
+        dict(covariance_type="spherical", cov_factor=lambda d: torch.tensor([1.0, -1.0, 1.0], device=d)),
+        r"cov_factor must have a positive diagonal",
+    ),
+    "full_nonpositive_factor": (
+        dict(covariance_type="full", cov_factor=lambda d: -torch.eye(4, device=d).expand(3, 4, 4)),
+        r"cov_factor must have a positive diagonal",
+    ),
+    "unknown_covariance_type": (dict(covariance_type="tied"), r"covariance_type must be .*got 'tied'"),
+    "log_weights_all_neg_inf": (
+        dict(log_weights=lambda d: torch.full((3,), -math.inf, device=d)), r"log_weights must have a finite entry"
+    ),
+    "log_weights_nan": (
+        dict(log_weights=lambda d: torch.tensor([0.0, math.nan, 0.0], device=d)), r"log_weights must have a finite entry"
+    ),
+    "log_weights_pos_inf": (
+        dict(log_weights=lambda d: torch.tensor([0.0, math.inf, 0.0], device=d)), r"log_weights must have a finite entry"
+    ),
+    "log_weights_shape": (dict(log_weights=lambda d: torch.zeros(2, device=d)), r"log_weights must have shape \[3\]"),
+    "log_weights_2d": (dict(log_weights=lambda d: torch.zeros(3, 1, device=d)), r"log_weights must have shape \[3\]"),
+    "log_weights_int": (
+        dict(log_weights=lambda d: torch.zeros(3, dtype=torch.int64, device=d)), r"log_weights must be a floating-point"
+    ),
+}
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_inputs(case, device):
+    overrides, match = BAD_CASES[case]
+    cov = overrides.get("covariance_type", "diag")
+    mix = make_mixture(3, 4, cov if cov in COVARIANCE_TYPES else "diag", seed=72, dtype=torch.float32)
+    mix = mix.to(device=device)
+    kwargs = dict(means=mix.means, log_weights=mix.log_weights, cov_factor=mix.cov_factor, covariance_type=cov,
+                  n=10, seed=1, offset=0)
+    for name, value in overrides.items():
+        kwargs[name] = value(device) if callable(value) else value
+    with pytest.raises(RuntimeError, match=match):
+        ops.prior_sample(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n=-1), r"n must be a non-negative integer"),
+        (dict(n=2.5), r"n must be a non-negative integer"),
+        (dict(n=4, generator_offset=-1), r"generator_offset must be a non-negative integer"),
+        (dict(n=4, generator_offset=1.5), r"generator_offset must be a non-negative integer"),
+    ],
+)
+def test_prior_sample_rejects_bad_arguments(kwargs, match):
+    prior = _prior(make_mixture(3, 2, "diag", seed=73))
+    with pytest.raises(ValueError, match=match):
+        prior.sample(**kwargs)
