@@ -178,26 +178,37 @@ def bench_gpu(repeats: int) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cli(doc: str, default_repeats: int) -> argparse.Namespace:
+    """The benchmarks' shared command line; sets the CPU thread count."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--out", help="JSON path (default bench/results/assign_<device>_<date>.json)")
+    p.add_argument("--repeats", type=int, default=default_repeats)
+    p.add_argument("--out", help="JSON path (default bench/results/<name>_<device>_<date>.json)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    rows = bench_gpu(args.repeats) if args.device == "cuda" else bench_cpu(args.repeats)
-    record = {"benchmark": "bench_assign", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    return args
+
+
+def report(name: str, args: argparse.Namespace, rows: list[dict], extra_keys=("TFLOPs", "GBps", "copy_GBps")) -> None:
+    """Writes the JSON record (machine, date, rows) and prints one line per row."""
+    record = {"benchmark": f"bench_{name}", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(), "rows": rows}
-    out = args.out or os.path.join(RESULTS, f"assign_{args.device}_{dt.date.today().isoformat()}.json")
+    out = args.out or os.path.join(RESULTS, f"{name}_{args.device}_{dt.date.today().isoformat()}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(record, f, indent=2)
     for r in rows:
-        base = ", ".join(f"{k[len('speedup_vs_'):]} {v:.1f}x" for k, v in r.items() if k.startswith("speedup_vs_"))
-        extra = ", ".join(f"{k} {v:.3g}" for k, v in r.items() if k in ("TFLOPs", "GBps", "loglik_abs_diff"))
+        base = ", ".join(f"{k[len('speedup_vs_'):]} {v:.2f}x" for k, v in r.items() if k.startswith("speedup_vs_"))
+        extra = ", ".join(f"{k} {v:.3g}" for k, v in r.items() if k in extra_keys)
         print(f"{r['case']:<44} {r['ours_ms']:9.2f} ms   {base}   {extra}")
     print(f"wrote {out}")
+
+
+def main() -> None:
+    args = cli(__doc__, default_repeats=7)
+    rows = bench_gpu(args.repeats) if args.device == "cuda" else bench_cpu(args.repeats)
+    report("assign", args, rows, extra_keys=("TFLOPs", "GBps", "loglik_abs_diff"))
 
 
 if __name__ == "__main__":

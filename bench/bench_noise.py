@@ -8,17 +8,12 @@ Writes JSON with the machine and date to bench/results/.
 """
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
-import os
-
 import torch
 
 from mixdiff_ext import ops
 from mixdiff_ext._timing import median_time
 
-from bench_assign import RESULTS, cuda_time, machine, row
+from bench_assign import cli, cuda_time, report, row
 
 
 def copy_bandwidth(device: str, timer) -> float:
@@ -50,24 +45,8 @@ def bench(device: str, repeats: int) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    rows = bench(args.device, args.repeats)
-    record = {"benchmark": "bench_noise", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "rows": rows}
-    out = args.out or os.path.join(RESULTS, f"noise_{args.device}_{dt.date.today().isoformat()}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(record, f, indent=2)
-    for r in rows:
-        ratios = ", ".join(f"{k[len('speedup_vs_'):]} {v:.2f}x" for k, v in r.items() if k.startswith("speedup_vs_"))
-        print(f"{r['case']:<44} {r['ours_ms']:9.2f} ms   {ratios}   {r['GBps']:.2f} GB/s (copy {r['copy_GBps']:.1f})")
-    print(f"wrote {out}")
+    args = cli(__doc__, default_repeats=5)
+    report("noise", args, bench(args.device, args.repeats))
 
 
 if __name__ == "__main__":

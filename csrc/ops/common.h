@@ -83,4 +83,15 @@ inline at::Tensor prepared_factor(const at::Tensor& f, CovType cov, at::ScalarTy
   return prepared(f, dtype);
 }
 
+// The mixture ops' inputs, contiguous in the compute dtype of x.
+struct PreparedMixture {
+  at::Tensor x, means, log_weights, factor;
+};
+inline PreparedMixture prepare_mixture(const at::Tensor& x, const at::Tensor& means, const at::Tensor& cov_factor,
+                                       const at::Tensor& log_weights, CovType cov) {
+  const auto dtype = compute_dtype(x);
+  return {prepared(x, dtype), prepared(means, dtype), prepared(log_weights, dtype),
+          prepared_factor(cov_factor, cov, dtype, x)};
+}
+
 }  // namespace mixdiff::ops

@@ -86,8 +86,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> estep_stats_cpu(
       estep_stats_checked(x, means, cov_factor, log_weights, covariance_type, shift, moments);
   const CovType cov = parse_cov_type(covariance_type);
   const auto dtype = compute_dtype(x);
-  const at::Tensor xc = prepared(x, dtype), mc = prepared(means, dtype), lw = prepared(log_weights, dtype);
-  const at::Tensor fc = prepared_factor(cov_factor, cov, dtype, x), sc = prepared(shift, dtype);
+  const auto [xc, mc, lw, fc] = prepare_mixture(x, means, cov_factor, log_weights, cov);
+  const at::Tensor sc = prepared(shift, dtype);
   const cpu::Moments mom = parse_moments(moments);
   AT_DISPATCH_FLOATING_TYPES(dtype, "estep_stats_cpu", [&] {
     const int64_t N = xc.size(0), D = xc.size(1), K = mc.size(0);

@@ -32,8 +32,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> estep_stats_cuda(
   if (N == 0) return {nk, sum_x, sum_xx, ll};
   const cuda::EstepMoments mom = moments_of(moments);
   const auto dtype = compute_dtype(x);
-  const at::Tensor xc = prepared(x, dtype), mc = prepared(means, dtype), lw = prepared(log_weights, dtype);
-  const at::Tensor fc = prepared_factor(cov_factor, cov, dtype, x), sc = prepared(shift, dtype);
+  const auto [xc, mc, lw, fc] = prepare_mixture(x, means, cov_factor, log_weights, cov);
+  const at::Tensor sc = prepared(shift, dtype);
   const int64_t fs = factor_size(cov, D);
   // Workspaces: precision factors [K, fs], log offsets [K] and per-point log-likelihoods [N] in the compute
   // dtype; per-block log-likelihood sums and the statistics' per-block slices in float64.

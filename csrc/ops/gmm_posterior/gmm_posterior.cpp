@@ -67,8 +67,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gmm_posterior_cpu(const at::Tenso
   auto [labels, log_lik, resp] = gmm_posterior_checked(x, means, cov_factor, log_weights, covariance_type, return_resp);
   const CovType cov = parse_cov_type(covariance_type);
   const auto dtype = compute_dtype(x);
-  const at::Tensor xc = prepared(x, dtype), mc = prepared(means, dtype), lw = prepared(log_weights, dtype);
-  const at::Tensor fc = prepared_factor(cov_factor, cov, dtype, x);
+  const auto [xc, mc, lw, fc] = prepare_mixture(x, means, cov_factor, log_weights, cov);
   AT_DISPATCH_FLOATING_TYPES(dtype, "gmm_posterior_cpu", [&] {
     const int64_t N = xc.size(0), D = xc.size(1), K = mc.size(0);
     cpu::ComponentTable<scalar_t> tab;

@@ -23,8 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gmm_posterior_cuda(const at::Tens
   const int64_t N = x.size(0), D = x.size(1), K = means.size(0);
   if (N == 0) return {labels, log_lik, resp};
   const auto dtype = compute_dtype(x);
-  const at::Tensor xc = prepared(x, dtype), mc = prepared(means, dtype), lw = prepared(log_weights, dtype);
-  const at::Tensor fc = prepared_factor(cov_factor, cov, dtype, x);
+  const auto [xc, mc, lw, fc] = prepare_mixture(x, means, cov_factor, log_weights, cov);
   const int64_t fs = factor_size(cov, D);
   // Workspace: precision factors [K, fs] then per-component log offsets [K].
   const at::Tensor ws = at::empty({K * fs + K}, xc.options());
