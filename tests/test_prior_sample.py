@@ -299,8 +299,11 @@ def test_noise_is_independent_standard_normal(dtype, device):
     for k in range(K):
         c = _corr(onehot[:-1, k], onehot[1:, k])
         assert abs(c) < 1e-2, f"corr of component {k} between consecutive samples = {c:.2e}"
-        c = _corr(onehot[:, k], z[:, 0])
-        assert abs(c) < 1e-2, f"corr between component {k} and the noise = {c:.2e}"
+        for j in range(2):  # both normals of the first Box-Muller pair, and their squares (the radius)
+            c = _corr(onehot[:, k], z[:, j])
+            assert abs(c) < 1e-2, f"corr between component {k} and noise element {j} = {c:.2e}"
+            c = _corr(onehot[:, k], z[:, j] ** 2)
+            assert abs(c) < 1e-2, f"corr between component {k} and squared noise element {j} = {c:.2e}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -322,6 +325,20 @@ def test_zero_weight_components_never_drawn(cov, dtype, device):
     _check_reference(out, mix, n, 52)
     if device != "cpu":
         _check_against_cpu(out, mix, n, 52)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("shift", [3.0, -1000.0, 1000.0])
+def test_log_weights_need_not_be_normalised(shift, device):
+    # The op draws by u * W <= cdf_k with W the total weight (docs/method.md), so log_weights + c is the
+    # same mixture: every finite c must give the same draws (up to a label exactly at a CDF boundary,
+    # probability ~1e-16 per sample). exp(log_weights) under- or overflows for |c| ~ 1000 unless the
+    # maximum is subtracted first, and the op must not then reject finite log weights.
+    mix = make_mixture(4, 3, "diag", seed=55)
+    want = _run(mix, 2000, seed=56, device=device)
+    shifted = mix._replace(log_weights=mix.log_weights + shift)
+    got = _run(shifted, 2000, seed=56, device=device)
+    assert torch.equal(got.labels, want.labels) and torch.equal(got.x, want.x)
 
 
 @pytest.mark.parametrize("device", devices)
@@ -485,9 +502,17 @@ def test_bad_inputs(case, device):
         (dict(n=2.5), r"n must be a non-negative integer"),
         (dict(n=4, generator_offset=-1), r"generator_offset must be a non-negative integer"),
         (dict(n=4, generator_offset=1.5), r"generator_offset must be a non-negative integer"),
+        (dict(n=4, generator_offset=2**63), r"generator_offset must be < 2\*\*63"),
+        (dict(n=4, seed=2**64), r"seed must be an integer"),
+        (dict(n=4, seed=-(2**63) - 1), r"seed must be an integer"),
     ],
 )
 def test_prior_sample_rejects_bad_arguments(kwargs, match):
     prior = _prior(make_mixture(3, 2, "diag", seed=73))
     with pytest.raises(ValueError, match=match):
         prior.sample(**kwargs)
+
+
+def test_seed_is_taken_modulo_2_64():
+    prior = _prior(make_mixture(3, 2, "diag", seed=74))
+    assert torch.equal(prior.sample(5, seed=2**64 - 1), prior.sample(5, seed=-1))

@@ -136,7 +136,8 @@ def prior_sample(means, log_weights, cov_factor, covariance_type, n, seed, offse
     k, d = means.shape
     dtype = means.dtype
     rows = torch.arange(offset, offset + n, dtype=torch.int64)
-    cdf = torch.cumsum(torch.exp(log_weights.to(torch.float64)), 0)
+    lw = log_weights.to(torch.float64)
+    cdf = torch.cumsum(torch.exp(lw - lw.max()), 0)
     u = uniform_open0(philox_words(seed, STREAM_COMPONENT, rows, torch.zeros(1, dtype=torch.int64)), torch.float64)
     labels = torch.searchsorted(cdf, u * cdf[-1]).clamp(max=k - 1)  # first k with u * total <= cdf[k]
     pairs = (d + 1) // 2

@@ -267,8 +267,13 @@ class GaussianMixturePrior:
             raise ValueError(f"n must be a non-negative integer, got {n}")
         if int(generator_offset) != generator_offset or generator_offset < 0:
             raise ValueError(f"generator_offset must be a non-negative integer, got {generator_offset}")
+        if int(generator_offset) >= 2**63:
+            raise ValueError(f"generator_offset must be < 2**63, got {generator_offset}")
         if seed is None:
             seed = int(torch.randint(0, 2**63 - 1, (1,)).item())
+        if int(seed) != seed or not -(2**63) <= seed < 2**64:
+            raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {seed}")
+        seed = int(seed) - 2**64 if seed >= 2**63 else int(seed)  # same 64 bits, as the op's int64
         x, labels = ops.prior_sample(self._means, self.log_weights, self._factor, self.covariance_type, int(n),
                                      int(seed), int(generator_offset))
         return (x, labels) if return_labels else x

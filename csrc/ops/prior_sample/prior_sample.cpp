@@ -23,7 +23,11 @@ PriorSampleArgs prior_sample_checked(const at::Tensor& means, const at::Tensor& 
   PriorSampleArgs a;
   a.means = prepared(means, dtype);
   a.factor = prepared_factor(cov_factor, cov, dtype, like);
-  a.cdf = at::cumsum(at::exp(log_weights.to(at::kDouble)), 0);
+  // Max-shifted so that unnormalised log weights (e.g. all 1000 or all -800) neither overflow nor vanish.
+  const at::Tensor lw = log_weights.to(at::kDouble);
+  const double top = lw.max().item<double>();
+  TORCH_CHECK(std::isfinite(top), "mixdiff: log_weights must have a finite entry and no +inf/NaN");
+  a.cdf = at::cumsum(at::exp(lw - top), 0);
   const double total = a.cdf[-1].item<double>();
   TORCH_CHECK(std::isfinite(total) && total > 0, "mixdiff: log_weights must have a finite entry and no +inf/NaN");
   a.x = at::empty({n, means.size(1)}, like.options());
