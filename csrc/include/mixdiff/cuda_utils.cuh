@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "gaussian.h"
 #include "reductions.h"
@@ -342,5 +343,11 @@ struct FullStreamer {
     }
   }
 };
+
+// The streamer that scores covariance type C: separable types stream KT components per register tile in
+// dimension chunks of DC; full covariance has its own.
+template <class T, CovType C, int DC, int KT>
+using ScoreStreamer = std::conditional_t<C == CovType::Full, FullStreamer<T>,
+                                         SeparableStreamer<T, C == CovType::Full ? CovType::Identity : C, DC, KT>>;
 
 }  // namespace mixdiff::cuda

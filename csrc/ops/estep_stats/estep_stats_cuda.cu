@@ -17,7 +17,6 @@
 // moments and the device, not by the component tile), and a last pass adds the slices in a fixed order:
 // results are run-to-run deterministic. No [N, K] buffer exists.
 #include <cstdint>
-#include <type_traits>
 
 #include "estep_stats/estep_stats_cuda.h"
 #include "mixdiff/cuda_utils.cuh"
@@ -32,9 +31,7 @@ constexpr size_t kSmemTarget = 64 * 1024;          // above 48 KB the kernel opt
 constexpr int64_t kSliceBudget = int64_t(1) << 24;  // float64 entries of the slices workspace (128 MB)
 
 template <class T, CovType C, int DC>
-using EstepStreamer = std::conditional_t<C == CovType::Full, FullStreamer<T>,
-                                         SeparableStreamer<T, C == CovType::Full ? CovType::Identity : C, DC,
-                                                           kEstepTile<T>>>;
+using EstepStreamer = ScoreStreamer<T, C, DC, kEstepTile<T>>;
 
 template <class T, CovType C, int DC>
 struct EstepArgs {

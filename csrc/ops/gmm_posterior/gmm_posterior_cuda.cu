@@ -6,7 +6,6 @@
 // ArgMax. Responsibilities, when asked for, are written as raw scores on the fly and normalised by a
 // coalesced pass over the tile's contiguous [rows, K] block of resp once the tile's log-likelihoods are
 // known. No [N, K] buffer otherwise.
-#include <type_traits>
 
 #include "gmm_posterior/gmm_posterior_cuda.h"
 #include "mixdiff/cuda_utils.cuh"
@@ -31,9 +30,7 @@ __global__ void __launch_bounds__(kThreads) gmm_prepare_kernel(CovType cov, cons
 }
 
 template <class T, CovType C, int DC>
-using PosteriorStreamer = std::conditional_t<C == CovType::Full, FullStreamer<T>,
-                                             SeparableStreamer<T, C == CovType::Full ? CovType::Identity : C, DC,
-                                                               kCompTile<T>>>;
+using PosteriorStreamer = ScoreStreamer<T, C, DC, kCompTile<T>>;
 
 template <class T, CovType C, int DC>
 struct PosteriorArgs {
