@@ -41,16 +41,51 @@ inline CovType parse_cov_type(const std::string& s) {
   TORCH_CHECK(false, "mixdiff: covariance_type must be 'identity', 'spherical', 'diag' or 'full', got '", s, "'");
 }
 
+inline void check_factor(const at::Tensor& x, const at::Tensor& means, const at::Tensor& cov_factor, CovType cov);
+
 // cov_factor: identity -> ignored (any shape, e.g. [0]); spherical [K]; diag [K, D]; full [K, D, D]
 // lower-triangular Cholesky factors. log_weights [K].
 inline void check_mixture(const at::Tensor& x, const at::Tensor& means, const at::Tensor& cov_factor,
                           const at::Tensor& log_weights, CovType cov) {
   check_data_and_means(x, means, "means");
-  const int64_t K = means.size(0), D = means.size(1);
+  const int64_t K = means.size(0);
   check_floating(log_weights, "log_weights");
   TORCH_CHECK(log_weights.dim() == 1 && log_weights.size(0) == K, "mixdiff: log_weights must have shape [", K,
               "], got ", log_weights.sizes());
   TORCH_CHECK(log_weights.device() == x.device(), "mixdiff: log_weights must be on ", x.device());
+  check_factor(x, means, cov_factor, cov);
+}
+
+// Labels int64 [N] on x's device with values in [0, K) (one min/max reduction: a sync on CUDA).
+inline void check_labels(const at::Tensor& labels, const at::Tensor& x, int64_t K) {
+  TORCH_CHECK(labels.scalar_type() == at::kLong, "mixdiff: labels must be int64, got ", labels.scalar_type());
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == x.size(0), "mixdiff: labels must have shape [", x.size(0),
+              "], got ", labels.sizes());
+  TORCH_CHECK(labels.device() == x.device(), "mixdiff: labels are on ", labels.device(), " but x is on ", x.device());
+  if (labels.numel() == 0) return;
+  const auto [lo, hi] = at::aminmax(labels);
+  TORCH_CHECK(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < K, "mixdiff: labels must lie in [0, ", K,
+              "), got values in [", lo.item<int64_t>(), ", ", hi.item<int64_t>(), "]");
+}
+
+// A [N, D] tensor that goes with x (model output, explicit noise): same shape and device, floating.
+inline void check_like_x(const at::Tensor& t, const at::Tensor& x, const char* name) {
+  check_floating(t, name);
+  TORCH_CHECK(t.sizes() == x.sizes(), "mixdiff: ", name, " must have x's shape ", x.sizes(), ", got ", t.sizes());
+  TORCH_CHECK(t.device() == x.device(), "mixdiff: ", name, " is on ", t.device(), " but x is on ", x.device());
+}
+
+// Per-row coefficients [N] on x's device.
+inline void check_per_row(const at::Tensor& t, const at::Tensor& x, const char* name) {
+  check_floating(t, name);
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == x.size(0), "mixdiff: ", name, " must have shape [", x.size(0), "], got ",
+              t.sizes());
+  TORCH_CHECK(t.device() == x.device(), "mixdiff: ", name, " is on ", t.device(), " but x is on ", x.device());
+}
+
+// cov_factor's shape for the covariance type (see check_mixture), on x's device.
+inline void check_factor(const at::Tensor& x, const at::Tensor& means, const at::Tensor& cov_factor, CovType cov) {
+  const int64_t K = means.size(0), D = means.size(1);
   if (cov == CovType::Identity) return;
   check_floating(cov_factor, "cov_factor");
   TORCH_CHECK(cov_factor.device() == x.device(), "mixdiff: cov_factor must be on ", x.device());

@@ -3,7 +3,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace mixdiff::ops {
 
@@ -17,6 +22,20 @@ int64_t parallel_chunks(int64_t N, Fn&& fn) {
     for (int64_t c = c0; c < c1; ++c) fn(c, N * c / chunks, N * (c + 1) / chunks);
   });
   return chunks;
+}
+
+// A large fresh output is written once, right after allocation, and its first-touch page faults (4 KiB
+// each, zero-filled by the kernel) can cost more than computing the values: asking for transparent huge
+// pages, where the kernel grants them on request, makes 512 times fewer faults. Only whole 2 MiB pages
+// inside the buffer are advised; nothing changes where THP is off.
+inline void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), bytes = t.nbytes();
+  if (bytes < 4 * kHuge) return;
+  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1), hi = (begin + bytes) & ~(kHuge - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice only: errors ignored
+#endif
 }
 
 }  // namespace mixdiff::ops

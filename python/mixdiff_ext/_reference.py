@@ -86,7 +86,12 @@ def kmeans_stats(x, centres):
 
 # --- counter-based random numbers (same streams as csrc/include/mixdiff/philox.h) ----------------------
 _MASK32 = 0xFFFFFFFF
-STREAM_COMPONENT, STREAM_PRIOR_NOISE = 1, 2
+STREAM_COMPONENT, STREAM_PRIOR_NOISE, STREAM_FORWARD_NOISE, STREAM_REVERSE_NOISE = 1, 2, 3, 4
+
+
+def step_stream(kind: int, step: int) -> int:
+    """The stream word of a reverse-sampler step: kind | step << 4."""
+    return kind | (step << 4)
 
 
 def philox4x32_10(counter: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
@@ -118,18 +123,43 @@ def uniform_open0(words: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         bits = torch.where(bits < 0, bits + (1 << 53), bits)  # the >> of a negative int64 is arithmetic
         bits = bits & ((1 << 53) - 1)
         return (bits.to(torch.float64) + 0.5) * 2.0**-53
-    return (words[..., 0].to(torch.float32) + 0.5) * 2.3283064e-10
+    return (words[..., 0].to(torch.float32) + 0.5) * 2.3283064365386963e-10
 
 
-def normal_pairs(words: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Box-Muller: [..., 4] words -> [..., 2] standard normals."""
+def block_normals(words: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Box-Muller: [..., 4] words -> [..., R] standard normals (R = 4 for float32, 2 for float64)."""
     if dtype == torch.float64:
-        u1, u2 = uniform_open0(words[..., 0:2], dtype), uniform_open0(words[..., 2:4], dtype)
+        pairs = [(uniform_open0(words[..., 0:2], dtype), uniform_open0(words[..., 2:4], dtype))]
     else:
-        u1, u2 = uniform_open0(words[..., 0:1], dtype), uniform_open0(words[..., 1:2], dtype)
-    r = torch.sqrt(-2.0 * torch.log(u1))
-    theta = 2 * math.pi * u2
-    return torch.stack([r * torch.cos(theta), r * torch.sin(theta)], -1)
+        pairs = [(uniform_open0(words[..., i : i + 1], dtype), uniform_open0(words[..., i + 1 : i + 2], dtype))
+                 for i in (0, 2)]
+    out = []
+    for u1, u2 in pairs:
+        r = torch.sqrt(-2.0 * torch.log(u1))
+        theta = 2 * math.pi * u2
+        out += [r * torch.cos(theta), r * torch.sin(theta)]
+    return torch.stack(out, -1)
+
+
+def normals(seed: int, stream: int, rows: torch.Tensor, d: int, dtype: torch.dtype) -> torch.Tensor:
+    """[len(rows), d] standard normals in the kernels' layout: element m * B + j is normal m of block j,
+    B = ceil(d / R)."""
+    per_block = 2 if dtype == torch.float64 else 4
+    blocks = -(-d // per_block)
+    words = philox_words(seed, stream, rows[:, None], torch.arange(blocks)[None, :])  # [n, B, 4]
+    z = block_normals(words, dtype)  # [n, B, R]
+    return z.transpose(1, 2).reshape(rows.shape[0], per_block * blocks)[:, :d]
+
+
+def apply_factor(cov_factor, covariance_type, labels, v):
+    """A_j v for each row's component j."""
+    if covariance_type == "identity":
+        return v
+    if covariance_type == "spherical":
+        return cov_factor[labels, None] * v
+    if covariance_type == "diag":
+        return cov_factor[labels] * v
+    return torch.einsum("nij,nj->ni", cov_factor[labels].tril(), v)
 
 
 def prior_sample(means, log_weights, cov_factor, covariance_type, n, seed, offset=0):
@@ -140,16 +170,36 @@ def prior_sample(means, log_weights, cov_factor, covariance_type, n, seed, offse
     cdf = torch.cumsum(torch.exp(lw - lw.max()), 0)
     u = uniform_open0(philox_words(seed, STREAM_COMPONENT, rows, torch.zeros(1, dtype=torch.int64)), torch.float64)
     labels = torch.searchsorted(cdf, u * cdf[-1]).clamp(max=k - 1)  # first k with u * total <= cdf[k]
-    pairs = (d + 1) // 2
-    words = philox_words(seed, STREAM_PRIOR_NOISE, rows[:, None], torch.arange(pairs)[None, :])
-    eps = normal_pairs(words, dtype).reshape(n, 2 * pairs)[:, :d]
-    mu = means[labels]
-    if covariance_type == "identity":
-        x = mu + eps
-    elif covariance_type == "spherical":
-        x = mu + cov_factor[labels, None] * eps
-    elif covariance_type == "diag":
-        x = mu + cov_factor[labels] * eps
-    else:
-        x = mu + torch.einsum("nij,nj->ni", cov_factor[labels].tril(), eps)
+    eps = normals(seed, STREAM_PRIOR_NOISE, rows, d, dtype)
+    x = means[labels] + apply_factor(cov_factor, covariance_type, labels, eps)
     return x, labels
+
+
+def q_sample(x0, labels, signal, noise_scale, means, cov_factor, covariance_type, noise, seed, offset=0):
+    b, d = x0.shape
+    if labels is None:
+        labels = assign_nearest(x0, means)[0]
+    rows = torch.arange(offset, offset + b, dtype=torch.int64)
+    eps = normals(seed, STREAM_FORWARD_NOISE, rows, d, x0.dtype) if noise is None else noise.to(x0.dtype)
+    mu = means[labels]
+    x_t = mu + signal[:, None] * (x0 - mu) + noise_scale[:, None] * apply_factor(cov_factor, covariance_type, labels, eps)
+    return x_t, eps, labels
+
+
+def reverse_step(x, model_output, labels, means, cov_factor, covariance_type, coefficients, clip_min, clip_max,
+                 noise, seed, offset, step, return_x0=False):
+    a0, b0, cx, c0, ce, cz = coefficients
+    b, d = x.shape
+    mu = means[labels]
+    y = x - mu
+    a_eps = apply_factor(cov_factor, covariance_type, labels, model_output.to(x.dtype))
+    y0 = a0 * y + b0 * a_eps
+    if clip_min is not None or clip_max is not None:
+        y0 = (y0 + mu).clamp(min=clip_min, max=clip_max) - mu
+    y_prev = cx * y + c0 * y0 + ce * a_eps
+    if cz != 0:
+        if noise is None:
+            rows = torch.arange(offset, offset + b, dtype=torch.int64)
+            noise = normals(seed, step_stream(STREAM_REVERSE_NOISE, step), rows, d, x.dtype)
+        y_prev = y_prev + cz * apply_factor(cov_factor, covariance_type, labels, noise.to(x.dtype))
+    return mu + y_prev, (mu + y0) if return_x0 else x.new_empty(0)

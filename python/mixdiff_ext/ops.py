@@ -201,3 +201,97 @@ def _(means, log_weights, cov_factor, covariance_type, n, seed, offset=0):
         means.new_empty((n, means.shape[1]), dtype=_compute_dtype(means)),
         means.new_empty((n,), dtype=torch.int64),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# q_sample
+# --------------------------------------------------------------------------------------------------
+class ForwardSample(NamedTuple):
+    x_t: torch.Tensor  # [B, D]
+    eps: torch.Tensor  # [B, D]: the standard normal noise used (the training target)
+    labels: torch.Tensor  # int64 [B]: the component of each row (given, or assigned to the nearest centre)
+
+
+def q_sample(
+    x0: torch.Tensor,
+    signal: torch.Tensor,
+    noise_scale: torch.Tensor,
+    means: torch.Tensor,
+    cov_factor: torch.Tensor | None,
+    covariance_type: str,
+    seed: int,
+    offset: int = 0,
+    labels: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> ForwardSample:
+    """Forward noising centred on each row's component, in one pass over x0:
+    x_t = mu_j + signal (x0 - mu_j) + noise_scale (A_j eps).
+
+    signal, noise_scale: [B] per-row coefficients (sqrt(abar_t), sqrt(1 - abar_t) in discrete time;
+    m(t), s(t) in continuous time). labels=None assigns each row to its nearest mean in the same pass.
+    noise=None draws eps from row offset + i of the counter-based stream of `seed`; otherwise it is used
+    as eps.
+    """
+    return ForwardSample(*torch.ops.mixdiff.q_sample(
+        x0, labels, signal, noise_scale, means, _factor_arg(means, cov_factor), covariance_type, noise, seed, offset
+    ))
+
+
+@torch.library.register_fake("mixdiff::q_sample")
+def _(x0, labels, signal, noise_scale, means, cov_factor, covariance_type, noise, seed, offset=0):
+    dtype = _compute_dtype(x0)
+    return x0.new_empty(x0.shape, dtype=dtype), x0.new_empty(x0.shape, dtype=dtype), \
+        x0.new_empty((x0.shape[0],), dtype=torch.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# reverse_step
+# --------------------------------------------------------------------------------------------------
+class StepCoefficients(NamedTuple):
+    """Coefficients of one reverse step in y = x - mu_j (docs/method.md derives them per sampler):
+    y0_hat = x0_from_x y + x0_from_eps (A eps_hat), optionally clipped in x space;
+    y' = coef_x y + coef_x0 y0_hat + coef_eps (A eps_hat) + coef_noise (A z)."""
+    x0_from_x: float
+    x0_from_eps: float
+    coef_x: float
+    coef_x0: float
+    coef_eps: float
+    coef_noise: float
+
+
+class ReverseStep(NamedTuple):
+    prev_sample: torch.Tensor  # [B, D]
+    pred_original_sample: torch.Tensor | None  # [B, D] x0_hat = mu_j + y0_hat, when asked
+
+
+def reverse_step(
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    labels: torch.Tensor,
+    means: torch.Tensor,
+    cov_factor: torch.Tensor | None,
+    covariance_type: str,
+    coefficients: StepCoefficients,
+    seed: int,
+    step: int,
+    offset: int = 0,
+    clip: tuple[float, float] | None = None,
+    noise: torch.Tensor | None = None,
+    return_x0: bool = False,
+) -> ReverseStep:
+    """One fused reverse step for every sampler (ancestral, DDIM, Euler-Maruyama, probability flow,
+    Langevin corrector): see StepCoefficients. z is drawn only when coef_noise != 0, from row offset + i
+    of stream (reverse, step) of `seed`, unless `noise` gives it."""
+    lo, hi = (None, None) if clip is None else clip
+    prev, x0 = torch.ops.mixdiff.reverse_step(
+        x, model_output, labels, means, _factor_arg(means, cov_factor), covariance_type,
+        [float(c) for c in coefficients], lo, hi, noise, seed, offset, step, return_x0,
+    )
+    return ReverseStep(prev, x0 if return_x0 else None)
+
+
+@torch.library.register_fake("mixdiff::reverse_step")
+def _(x, model_output, labels, means, cov_factor, covariance_type, coefficients, clip_min, clip_max, noise,
+      seed, offset, step, return_x0=False):
+    dtype = _compute_dtype(x)
+    return x.new_empty(x.shape, dtype=dtype), x.new_empty(x.shape if return_x0 else (0,), dtype=dtype)

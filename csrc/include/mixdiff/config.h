@@ -25,6 +25,16 @@ MIXDIFF_HD MIXDIFF_INLINE float int_bits_to_float(int32_t i) {
 #endif
 }
 
+MIXDIFF_HD MIXDIFF_INLINE int32_t float_bits_to_int(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(f);
+#else
+  int32_t i;
+  std::memcpy(&i, &f, sizeof i);
+  return i;
+#endif
+}
+
 template <class T> MIXDIFF_HD MIXDIFF_INLINE T infinity() { return T(INFINITY); }
 
 }  // namespace mixdiff

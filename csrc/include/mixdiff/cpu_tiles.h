@@ -84,13 +84,37 @@ MIXDIFF_INLINE typename Vec<T>::type load_vec(const T* p) {
   return v;
 }
 
-// exp_poly (reductions.h) on 16 float lanes.
+// The first count (<= lanes) elements: partial vectors at row ends (the rest of the lanes are zero / not
+// written).
+template <class T>
+MIXDIFF_INLINE typename Vec<T>::type load_partial(const T* p, int64_t count) {
+  typename Vec<T>::type v{};
+  std::memcpy(&v, p, static_cast<size_t>(count) * sizeof(T));
+  return v;
+}
+template <class T>
+MIXDIFF_INLINE void store_partial(T* p, const typename Vec<T>::type& v, int64_t count) {
+  std::memcpy(p, &v, static_cast<size_t>(count) * sizeof(T));
+}
+
+// ScalarFloatOps (reductions.h) on 16 float lanes: exp_poly and the normal transforms of normal.h.
 struct VecFloatOps {
   using F = Vec<float>::type;
   typedef int32_t I __attribute__((vector_size(64)));
+  typedef uint32_t U __attribute__((vector_size(64)));
   template <class M>
   MIXDIFF_INLINE static F select(M c, F a, F b) { return c ? a : b; }
   MIXDIFF_INLINE static F pow2_of_integral(F n) { return (F)((__builtin_convertvector(n, I) + 127) << 23); }
+  MIXDIFF_INLINE static F u32_to_float(U w) { return __builtin_convertvector(w, F); }
+  MIXDIFF_INLINE static F i32_to_float(I i) { return __builtin_convertvector(i, F); }
+  MIXDIFF_INLINE static I float_to_i32(F x) { return __builtin_convertvector(x, I); }
+  MIXDIFF_INLINE static I bits(F x) { return (I)x; }
+  MIXDIFF_INLINE static F from_bits(I i) { return (F)i; }
+  MIXDIFF_INLINE static F sqrt(F x) {
+    F r;
+    for (int l = 0; l < kLanes<float>; ++l) r[l] = __builtin_sqrtf(x[l]);  // vectorised to vsqrtps
+    return r;
+  }
 };
 
 // Rows of scores live in scratch buffers of Kp = whole vectors of columns; columns [K, Kp) hold the

@@ -11,9 +11,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "gaussian.h"
+#include "normal.h"
 #include "reductions.h"
 
 namespace mixdiff::cuda {
@@ -349,5 +351,107 @@ struct FullStreamer {
 template <class T, CovType C, int DC, int KT>
 using ScoreStreamer = std::conditional_t<C == CovType::Full, FullStreamer<T>,
                                          SeparableStreamer<T, C == CovType::Full ? CovType::Identity : C, DC, KT>>;
+
+
+// ---------------------------------------------------------------------------------------------------
+// Noise ops (prior_sample, q_sample, reverse_step): memory-bound element-wise kernels over normal.h's
+// planar layout, where element m * B + j of a row is normal m of Philox block j (B blocks, R normals
+// each). A thread item is a "group" g of V consecutive blocks j = gV .. gV + V - 1, so in every plane m
+// it owns the V contiguous elements from m * B + gV: consecutive threads take consecutive groups and
+// every load and store is coalesced, a 16-byte vector when V > 1. V > 1 needs D to be a multiple of R V
+// (then B = D / R is a multiple of V: every plane is full and every group complete) and 16-byte aligned
+// arrays; V = 1 handles any D, the last plane being partial.
+template <class T, int V>
+struct PlanarGroups {
+  static constexpr int R = kNormalsPerBlock<T>;
+  int64_t D, B, G;  // elements, Philox blocks and groups per row
+  MIXDIFF_HD explicit PlanarGroups(int64_t D_) : D(D_), B(normal_blocks<T>(D_)), G(ceil_div(B, V)) {}
+  // First element of group g in plane m, and whether the row has it (always, when V > 1).
+  MIXDIFF_HD int64_t at(int m, int64_t g) const { return m * B + g * V; }
+  MIXDIFF_HD bool holds(int64_t e) const { return V > 1 || e < D; }
+};
+
+// The vector width for rows of D elements whose arrays (null ones are skipped) must be aligned for it.
+template <class T>
+inline int planar_vector_width(int64_t D, std::initializer_list<const void*> arrays) {
+  constexpr int V = kNormalsPerBlock<T>;  // 4 floats or 2 doubles: 16 bytes
+  if (D % (kNormalsPerBlock<T> * V) != 0) return 1;
+  for (const void* p : arrays)
+    if (reinterpret_cast<uintptr_t>(p) % (V * sizeof(T)) != 0) return 1;
+  return V;
+}
+
+// z[m][v] = normal m of block gV + v of `row` (normal.h's block_normals: the CPU's numbers).
+template <class T, int V>
+__device__ __forceinline__ void group_normals(uint64_t seed, uint32_t stream, uint64_t row, int64_t g,
+                                              T (&z)[kNormalsPerBlock<T>][V]) {
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    T b[kNormalsPerBlock<T>];
+    block_normals(philox_words(seed, stream, row, static_cast<uint32_t>(g * V + v)), b);
+#pragma unroll
+    for (int m = 0; m < kNormalsPerBlock<T>; ++m) z[m][v] = b[m];
+  }
+}
+
+// V consecutive elements at p (16-byte aligned when V > 1): one vector access.
+template <int V, class T>
+__device__ __forceinline__ void load_elems(const T* p, T (&v)[V]) {
+  if constexpr (V == 1) {
+    v[0] = *p;
+  } else if constexpr (sizeof(T) == 4) {
+    static_assert(V == 4, "float vectors are float4");
+    const float4 w = *reinterpret_cast<const float4*>(p);
+    v[0] = w.x; v[1] = w.y; v[2] = w.z; v[3] = w.w;
+  } else {
+    static_assert(V == 2, "double vectors are double2");
+    const double2 w = *reinterpret_cast<const double2*>(p);
+    v[0] = w.x; v[1] = w.y;
+  }
+}
+template <int V, class T>
+__device__ __forceinline__ void store_elems(T* p, const T (&v)[V]) {
+  if constexpr (V == 1) {
+    *p = v[0];
+  } else if constexpr (sizeof(T) == 4) {
+    static_assert(V == 4, "float vectors are float4");
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    static_assert(V == 2, "double vectors are double2");
+    *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
+  }
+}
+
+// What sampling.h's factor_scale(C, fv, v) reads for the V elements from e of a separable factor f (the
+// component's row): diag sigma_d (fv[v]), spherical sigma (fv[0]), identity nothing.
+template <CovType C, int V, class T>
+__device__ __forceinline__ void load_scales(const T* f, int64_t e, T (&fv)[V]) {
+  if constexpr (C == CovType::Diag) load_elems<V>(f + e, fv);
+  else if constexpr (C == CovType::Spherical) fv[0] = f[0];
+}
+
+// Row tiles: a block takes `rows` consecutive rows (at most kThreads, so that per-row work is one
+// thread's), sized to about `target` thread items, items_per_row items each.
+inline int tile_rows(int64_t items_per_row, int64_t target) {
+  const int64_t r = items_per_row > 0 ? target / items_per_row : kThreads;
+  return static_cast<int>(r < 1 ? 1 : r > kThreads ? kThreads : r);
+}
+constexpr int64_t kTileGroups = 8 * kThreads;  // groups per tile of the element-wise noise kernels
+
+// fn(r, c) for every item c < per_row of every row r < rows of a tile, t = r * per_row + c striding by
+// kThreads: consecutive threads take consecutive items.
+template <class Fn>
+__device__ __forceinline__ void for_each_tile_item(int rows, int64_t per_row, Fn&& fn) {
+  const int64_t total = rows * per_row;
+  for (int64_t t = threadIdx.x; t < total; t += kThreads) {
+    int r;
+    if (total <= 0xffffffff) {
+      r = static_cast<int>(static_cast<uint32_t>(t) / static_cast<uint32_t>(per_row));
+    } else {
+      r = static_cast<int>(t / per_row);
+    }
+    fn(r, t - r * per_row);
+  }
+}
 
 }  // namespace mixdiff::cuda

@@ -4,13 +4,22 @@
 
 namespace mixdiff {
 
-// Scalar element operations for exp_poly (CPU tiles supply a vector version of the same four).
+// Scalar float element operations for the branch-free polynomials (exp_poly here, the normal transforms
+// in normal.h); the CPU kernels supply a 16-lane version with the same members (cpu_tiles.h).
 struct ScalarFloatOps {
   using F = float;
+  using I = int32_t;
+  using U = uint32_t;
   MIXDIFF_HD MIXDIFF_INLINE static F select(bool c, F a, F b) { return c ? a : b; }
   MIXDIFF_HD MIXDIFF_INLINE static F pow2_of_integral(F n) {  // 2^n for an integer-valued n in [-126, 127]
     return int_bits_to_float((static_cast<int32_t>(n) + 127) << 23);
   }
+  MIXDIFF_HD MIXDIFF_INLINE static F u32_to_float(U w) { return static_cast<float>(w); }  // round to nearest
+  MIXDIFF_HD MIXDIFF_INLINE static F i32_to_float(I i) { return static_cast<float>(i); }
+  MIXDIFF_HD MIXDIFF_INLINE static I float_to_i32(F x) { return static_cast<int32_t>(x); }  // x integral
+  MIXDIFF_HD MIXDIFF_INLINE static I bits(F x) { return float_bits_to_int(x); }
+  MIXDIFF_HD MIXDIFF_INLINE static F from_bits(I i) { return int_bits_to_float(i); }
+  MIXDIFF_HD MIXDIFF_INLINE static F sqrt(F x) { return sqrtf(x); }
 };
 
 // exp(x) for float, branch-free so that CPU loops vectorise and CUDA and CPU compute the same bits:

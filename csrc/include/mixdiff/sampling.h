@@ -1,8 +1,8 @@
 #pragma once
-// Drawing from the mixture prior, one sample row at a time, identically on CPU and CUDA: the component
-// by inverse CDF of a Philox uniform, the noise by Box-Muller pairs, then x = mu_j + A_j eps.
+// Per-row math of the noise ops, identical on CPU and CUDA: the prior's component by inverse CDF of a
+// Philox uniform, the factor A_j applied to noise, forward noising and the reverse step.
 #include "gaussian.h"
-#include "philox.h"
+#include "normal.h"
 
 namespace mixdiff {
 
@@ -23,39 +23,68 @@ MIXDIFF_HD MIXDIFF_INLINE int64_t prior_component(const double* cdf, int64_t K, 
   return categorical_inverse_cdf(cdf, K, uniform_open0(w.v[0], w.v[1]));
 }
 
-// Standard normals eps[e], e in [e0, e1) (e0 even), of sample `row`.
+// Separable factors (identity, spherical, diag) scale element d by this; full covariance uses lower_matvec.
 template <class T>
-MIXDIFF_HD MIXDIFF_INLINE void prior_noise(uint64_t seed, uint64_t row, int64_t e0, int64_t e1, T* eps) {
-  for (int64_t e = e0; e < e1; e += 2) {
-    T z0, z1;
-    normal_pair(philox_words(seed, kStreamPriorNoise, row, static_cast<uint32_t>(e / 2)), &z0, &z1);
-    eps[e - e0] = z0;
-    if (e + 1 < e1) eps[e + 1 - e0] = z1;
+MIXDIFF_HD MIXDIFF_INLINE T factor_scale(CovType c, const T* factor, int64_t d) {
+  return c == CovType::Identity ? T(1) : c == CovType::Spherical ? factor[0] : factor[d];
+}
+
+// v = L v in place for a row-major lower-triangular L (upper triangle never read), from the last row up
+// so that every v_j it reads is still unchanged; sums in increasing j.
+template <class T>
+MIXDIFF_HD MIXDIFF_INLINE void lower_matvec_inplace(const T* L, int64_t D, T* v) {
+  for (int64_t i = D - 1; i >= 0; --i) {
+    T s = T(0);
+    for (int64_t j = 0; j <= i; ++j) s += L[i * D + j] * v[j];
+    v[i] = s;
   }
 }
 
-// x = mu + A eps in place (x holds eps on entry). factor: the component's A in gaussian.h layout
-// (sigma, sigma_d, or row-major lower-triangular L). Full works from the last row up, so every eps_j
-// it reads is still unchanged.
+// v = A v in place for the component's factor A (gaussian.h layout).
+template <class T>
+MIXDIFF_HD MIXDIFF_INLINE void apply_factor(CovType c, const T* factor, int64_t D, T* v) {
+  if (c == CovType::Full) {
+    lower_matvec_inplace(factor, D, v);
+  } else if (c != CovType::Identity) {
+    for (int64_t d = 0; d < D; ++d) v[d] *= factor_scale(c, factor, d);
+  }
+}
+
+// x = mu + A eps in place (x holds eps on entry).
 template <class T>
 MIXDIFF_HD MIXDIFF_INLINE void affine_from_noise(CovType c, const T* mu, const T* factor, int64_t D, T* x) {
-  switch (c) {
-    case CovType::Identity:
-      for (int64_t d = 0; d < D; ++d) x[d] = mu[d] + x[d];
-      break;
-    case CovType::Spherical:
-      for (int64_t d = 0; d < D; ++d) x[d] = mu[d] + factor[0] * x[d];
-      break;
-    case CovType::Diag:
-      for (int64_t d = 0; d < D; ++d) x[d] = mu[d] + factor[d] * x[d];
-      break;
-    default:
-      for (int64_t i = D - 1; i >= 0; --i) {
-        T s = T(0);
-        for (int64_t j = 0; j <= i; ++j) s += factor[i * D + j] * x[j];
-        x[i] = mu[i] + s;
-      }
+  apply_factor(c, factor, D, x);
+  for (int64_t d = 0; d < D; ++d) x[d] += mu[d];
+}
+
+// Forward noising centred on the component (q_sample): x_t = mu + a (x_0 - mu) + b (A eps), with
+// (a, b) = (sqrt(abar_t), sqrt(1 - abar_t)) in discrete time or (m(t), s(t)) in continuous time.
+template <class T>
+MIXDIFF_HD MIXDIFF_INLINE T forward_element(T mu, T x0, T a, T b, T a_eps) {
+  return mu + a * (x0 - mu) + b * a_eps;
+}
+
+// One reverse step of every sampler, in y = x - mu (docs/method.md gives each sampler's coefficients):
+//   y0_hat = a0 y + b0 (A eps_hat), clipped to [clip_lo, clip_hi] in x space when clip is set,
+//   y'     = cx y + c0 y0_hat + ce (A eps_hat) + cz (A z).
+template <class T>
+struct StepCoefficients {
+  T a0, b0, cx, c0, ce, cz;
+  T clip_lo, clip_hi;
+  bool clip;
+};
+
+// Returns x' = mu + y'; *x0_hat = mu + y0_hat (the clean-sample prediction).
+template <class T>
+MIXDIFF_HD MIXDIFF_INLINE T reverse_element(const StepCoefficients<T>& c, T mu, T x, T a_eps_hat, T a_z, T* x0_hat) {
+  const T y = x - mu;
+  T y0 = c.a0 * y + c.b0 * a_eps_hat;
+  if (c.clip) {
+    const T x0 = y0 + mu;
+    y0 = (x0 < c.clip_lo ? c.clip_lo : x0 > c.clip_hi ? c.clip_hi : x0) - mu;
   }
+  *x0_hat = mu + y0;
+  return mu + (c.cx * y + c.c0 * y0 + c.ce * a_eps_hat + c.cz * a_z);
 }
 
 }  // namespace mixdiff

@@ -3,7 +3,6 @@
 // for points close to a centre).
 #include "common.h"
 #include "assign_nearest/assign_nearest.h"
-#include "mixdiff/cpu_tiles.h"
 
 namespace mixdiff::ops {
 
@@ -19,6 +18,8 @@ MIXDIFF_INLINE void nearest_range_impl(const T* x, int64_t D, const cpu::Compone
   for (; n < end; ++n) cpu::nearest_rows<T, 1>(x + n * D, D, tab, scratch.data(), labels + n, sqdist + n);
 }
 
+}  // namespace
+
 MIXDIFF_CPU_CLONES void nearest_range(const float* x, int64_t D, const cpu::ComponentTable<float>& tab,
                                       int64_t begin, int64_t end, int64_t* labels, float* sqdist) {
   nearest_range_impl(x, D, tab, begin, end, labels, sqdist);
@@ -27,8 +28,6 @@ MIXDIFF_CPU_CLONES void nearest_range(const double* x, int64_t D, const cpu::Com
                                       int64_t begin, int64_t end, int64_t* labels, double* sqdist) {
   nearest_range_impl(x, D, tab, begin, end, labels, sqdist);
 }
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> assign_nearest_checked(const at::Tensor& x, const at::Tensor& centres) {
   check_data_and_means(x, centres, "centres");

@@ -2,7 +2,9 @@
 // is row offset + i of the Philox stream of `seed`: its component and noise depend only on (seed, row),
 // so drawing 1000 samples at once or in batches of 7 (advancing offset) gives the same samples.
 #include "common.h"
+#include "common_cpu.h"
 #include "prior_sample/prior_sample.h"
+#include "mixdiff/cpu_random.h"
 #include "mixdiff/sampling.h"
 
 namespace mixdiff::ops {
@@ -37,23 +39,54 @@ PriorSampleArgs prior_sample_checked(const at::Tensor& means, const at::Tensor& 
 
 namespace {
 
+// Components of rows row0 .. row0 + count - 1 (count <= 16): the uniforms of 16 rows from one vector
+// Philox call (lane l: counter (0, kStreamComponent, row0 + l)), then the shared bisection.
+MIXDIFF_INLINE void draw_components(const double* cdf, int64_t K, uint64_t seed, uint64_t row0, int64_t count,
+                                    int64_t* labels) {
+  if (K == 1) {  // the draw can only give 0
+    std::fill(labels, labels + count, int64_t(0));
+    return;
+  }
+  VecU32 lo, hi;
+  for (int l = 0; l < cpu::kLanes<float>; ++l) {
+    lo[l] = static_cast<uint32_t>(row0 + l);
+    hi[l] = static_cast<uint32_t>((row0 + l) >> 32);
+  }
+  const Philox4<VecU32> w = philox4x32_10(Philox4<VecU32>{{VecU32{}, VecU32{} + static_cast<uint32_t>(kStreamComponent), lo, hi}},
+                                          static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  for (int64_t l = 0; l < count; ++l)
+    labels[l] = categorical_inverse_cdf(cdf, K, uniform_open0(w.v[0][l], w.v[1][l]));
+}
+
 template <class T>
-void sample_rows(CovType cov, const PriorSampleArgs& a, uint64_t seed, uint64_t offset) {
-  const int64_t n = a.x.size(0), K = a.means.size(0), D = a.means.size(1), fs = factor_size(cov, D);
-  const T* means = a.means.data_ptr<T>();
-  const T* factor = a.factor.data_ptr<T>();
-  const double* cdf = a.cdf.data_ptr<double>();
-  T* x = a.x.data_ptr<T>();
-  int64_t* labels = a.labels.data_ptr<int64_t>();
-  at::parallel_for(0, n, 64, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
+MIXDIFF_CPU_CLONES void sample_rows(CovType cov, const T* means, const T* factor, const double* cdf, int64_t K,
+                                    int64_t D, uint64_t seed, uint64_t offset, int64_t b, int64_t e, T* x,
+                                    int64_t* labels) {
+  using V = typename cpu::Vec<T>::type;
+  constexpr int64_t kRows = cpu::kLanes<float>;
+  const int64_t fs = factor_size(cov, D);
+  for (int64_t r0 = b; r0 < e; r0 += kRows) {
+    const int64_t rows = std::min(kRows, e - r0);
+    draw_components(cdf, K, seed, offset + static_cast<uint64_t>(r0), rows, labels + r0);
+    for (int64_t i = r0; i < r0 + rows; ++i) {
       const uint64_t row = offset + static_cast<uint64_t>(i);
-      const int64_t k = prior_component(cdf, K, seed, row);
-      labels[i] = k;
-      prior_noise(seed, row, 0, D, x + i * D);
-      affine_from_noise(cov, means + k * D, factor + k * fs, D, x + i * D);
+      const int64_t k = labels[i];
+      const T* mu = means + k * D;
+      const T* f = factor + k * fs;
+      T* xi = x + i * D;
+      if (cov == CovType::Full) {
+        cpu::row_normals(seed, kStreamPriorNoise, row, D, xi);
+        affine_from_noise(cov, mu, f, D, xi);
+        continue;
+      }
+      // Separable: x = mu + scale * z while z is in registers.
+      cpu::row_normals_apply(seed, kStreamPriorNoise, row, D, xi, [&](int64_t e0, int64_t count, const V& z) {
+        const V scale = cov == CovType::Diag ? cpu::load_partial(f + e0, count)
+                                             : V{} + (cov == CovType::Spherical ? f[0] : T(1));
+        cpu::store_partial(xi + e0, cpu::load_partial(mu + e0, count) + scale * z, count);
+      });
     }
-  });
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor> prior_sample_cpu(const at::Tensor& means, const at::Tensor& log_weights,
@@ -61,8 +94,14 @@ std::tuple<at::Tensor, at::Tensor> prior_sample_cpu(const at::Tensor& means, con
                                                     int64_t n, int64_t seed, int64_t offset) {
   const PriorSampleArgs a = prior_sample_checked(means, log_weights, cov_factor, covariance_type, n, offset);
   const CovType cov = parse_cov_type(covariance_type);
+  const int64_t K = a.means.size(0), D = a.means.size(1);
+  advise_huge_pages(a.x);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "prior_sample_cpu", [&] {
-    sample_rows<scalar_t>(cov, a, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+    at::parallel_for(0, a.x.size(0), 64, [&](int64_t b, int64_t e) {
+      sample_rows<scalar_t>(cov, a.means.data_ptr<scalar_t>(), a.factor.data_ptr<scalar_t>(), a.cdf.data_ptr<double>(),
+                            K, D, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), b, e,
+                            a.x.data_ptr<scalar_t>(), a.labels.data_ptr<int64_t>());
+    });
   });
   return {a.x, a.labels};
 }

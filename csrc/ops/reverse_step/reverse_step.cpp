@@ -1,0 +1,147 @@
+// reverse_step: one fused reverse step of every sampler (ancestral, DDIM with eta, VP/VE Euler-Maruyama,
+// probability flow, Langevin corrector), centred on each row's component j and shaped by A_j:
+//   y = x - mu_j, y0_hat = a0 y + b0 (A eps_hat) (clipped in x space when asked),
+//   x' = mu_j + cx y + c0 y0_hat + ce (A eps_hat) + cz (A z),
+// z drawn only when cz != 0, from row offset + i of stream (reverse, step) of `seed`, unless given.
+#include "common.h"
+#include "common_cpu.h"
+#include "reverse_step/reverse_step.h"
+#include "mixdiff/cpu_random.h"
+
+namespace mixdiff::ops {
+
+ReverseStepArgs reverse_step_checked(const at::Tensor& x, const at::Tensor& model_output, const at::Tensor& labels,
+                                     const at::Tensor& means, const at::Tensor& cov_factor,
+                                     const std::string& covariance_type, const std::vector<double>& coefficients,
+                                     std::optional<double> clip_min, std::optional<double> clip_max,
+                                     const std::optional<at::Tensor>& noise, int64_t offset, int64_t step,
+                                     bool return_x0) {
+  ReverseStepArgs a;
+  a.cov = parse_cov_type(covariance_type);
+  TORCH_CHECK(offset >= 0, "mixdiff: offset must be >= 0, got ", offset);
+  TORCH_CHECK(step >= 0 && step < kMaxStep, "mixdiff: step must be in [0, 2^28), got ", step);
+  TORCH_CHECK(coefficients.size() == 6,
+              "mixdiff: coefficients must be 6 numbers (x0_from_x, x0_from_eps, coef_x, coef_x0, coef_eps, "
+              "coef_noise), got ", coefficients.size());
+  for (double c : coefficients) TORCH_CHECK(std::isfinite(c), "mixdiff: coefficients must be finite, got ", c);
+  TORCH_CHECK(!clip_min || !clip_max || *clip_min <= *clip_max, "mixdiff: clip_min (", clip_min.value_or(0),
+              ") must not exceed clip_max (", clip_max.value_or(0), ")");
+  check_data_and_means(x, means, "means");
+  check_like_x(model_output, x, "model_output");
+  check_factor(x, means, cov_factor, a.cov);
+  check_factor_positive(cov_factor, a.cov);
+  check_labels(labels, x, means.size(0));
+  if (noise) check_like_x(*noise, x, "noise");
+  const auto dtype = compute_dtype(x);
+  a.x = prepared(x, dtype);
+  a.model_output = prepared(model_output, dtype);
+  a.labels = labels.contiguous();
+  a.means = prepared(means, dtype);
+  a.factor = prepared_factor(cov_factor, a.cov, dtype, x);
+  const double inf = std::numeric_limits<double>::infinity();
+  a.coefs = StepCoefficients<double>{coefficients[0], coefficients[1], coefficients[2], coefficients[3],
+                                     coefficients[4], coefficients[5], clip_min.value_or(-inf),
+                                     clip_max.value_or(inf), clip_min.has_value() || clip_max.has_value()};
+  a.draw_noise = coefficients[5] != 0.0 && !noise;
+  if (noise && coefficients[5] != 0.0) a.noise = prepared(*noise, dtype);
+  a.prev = at::empty(x.sizes(), a.x.options());
+  a.x0 = return_x0 ? at::empty(x.sizes(), a.x.options()) : at::empty({0}, a.x.options());
+  return a;
+}
+
+namespace {
+
+template <class T>
+StepCoefficients<T> cast_coefficients(const StepCoefficients<double>& c) {
+  return {T(c.a0), T(c.b0), T(c.cx), T(c.c0), T(c.ce), T(c.cz), T(c.clip_lo), T(c.clip_hi), c.clip};
+}
+
+template <class T>
+struct ReverseRows {
+  CovType cov;
+  StepCoefficients<T> c;
+  const T *x, *eps_hat, *means, *factor, *noise;  // noise: null -> drawn (when cz != 0)
+  const int64_t* labels;
+  int64_t D;
+  bool draw_noise;
+  uint64_t seed, offset;
+  uint32_t stream;
+  T *prev, *x0;  // x0: null when not asked
+};
+
+// A eps_hat and A z go through a per-thread row buffer; separable factors scale them on the fly.
+template <class T>
+MIXDIFF_CPU_CLONES void reverse_rows(const ReverseRows<T>& a, int64_t b, int64_t e) {
+  const int64_t D = a.D, fs = factor_size(a.cov, D);
+  const bool with_noise = a.c.cz != T(0);
+  std::vector<T> a_eps(a.cov == CovType::Full ? D : 0), a_z(with_noise ? D : 0);
+  T x0_discard;
+  for (int64_t i = b; i < e; ++i) {
+    const int64_t k = a.labels[i];
+    const T* mu = a.means + k * D;
+    const T* x = a.x + i * D;
+    const T* eh = a.eps_hat + i * D;
+    const T* f = a.factor + k * fs;
+    T* out = a.prev + i * D;
+    T* x0 = a.x0 ? a.x0 + i * D : nullptr;
+    if (with_noise) {
+      if (a.draw_noise) cpu::row_normals(a.seed, a.stream, a.offset + static_cast<uint64_t>(i), D, a_z.data());
+      else std::copy(a.noise + i * D, a.noise + (i + 1) * D, a_z.begin());
+      apply_factor(a.cov, f, D, a_z.data());
+    }
+    if (a.cov == CovType::Full) {
+      std::copy(eh, eh + D, a_eps.begin());
+      lower_matvec_inplace(f, D, a_eps.data());
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      const T ae = a.cov == CovType::Full ? a_eps[d] : factor_scale(a.cov, f, d) * eh[d];
+      out[d] = reverse_element(a.c, mu[d], x[d], ae, with_noise ? a_z[d] : T(0), x0 ? x0 + d : &x0_discard);
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> reverse_step_cpu(
+    const at::Tensor& x, const at::Tensor& model_output, const at::Tensor& labels, const at::Tensor& means,
+    const at::Tensor& cov_factor, const std::string& covariance_type, at::ArrayRef<double> coefficients,
+    std::optional<double> clip_min, std::optional<double> clip_max, const std::optional<at::Tensor>& noise,
+    int64_t seed, int64_t offset, int64_t step, bool return_x0) {
+  const ReverseStepArgs a =
+      reverse_step_checked(x, model_output, labels, means, cov_factor, covariance_type, coefficients.vec(), clip_min,
+                           clip_max, noise, offset, step, return_x0);
+  advise_huge_pages(a.prev);
+  advise_huge_pages(a.x0);
+  AT_DISPATCH_FLOATING_TYPES(a.prev.scalar_type(), "reverse_step_cpu", [&] {
+    const int64_t D = a.means.size(1);
+    const ReverseRows<scalar_t> rows{a.cov,
+                                     cast_coefficients<scalar_t>(a.coefs),
+                                     a.x.data_ptr<scalar_t>(),
+                                     a.model_output.data_ptr<scalar_t>(),
+                                     a.means.data_ptr<scalar_t>(),
+                                     a.factor.data_ptr<scalar_t>(),
+                                     a.noise.defined() ? a.noise.data_ptr<scalar_t>() : nullptr,
+                                     a.labels.data_ptr<int64_t>(),
+                                     D,
+                                     a.draw_noise,
+                                     static_cast<uint64_t>(seed),
+                                     static_cast<uint64_t>(offset),
+                                     step_stream(kStreamReverseNoise, step),
+                                     a.prev.data_ptr<scalar_t>(),
+                                     return_x0 ? a.x0.data_ptr<scalar_t>() : nullptr};
+    const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1));
+    at::parallel_for(0, a.prev.size(0), grain, [&](int64_t b, int64_t e) { reverse_rows(rows, b, e); });
+  });
+  return {a.prev, a.x0};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(mixdiff, m) {
+  m.def(
+      "reverse_step(Tensor x, Tensor model_output, Tensor labels, Tensor means, Tensor cov_factor, "
+      "str covariance_type, float[] coefficients, float? clip_min, float? clip_max, Tensor? noise, int seed, "
+      "int offset, int step, bool return_x0=False) -> (Tensor prev_sample, Tensor pred_original_sample)");
+}
+
+TORCH_LIBRARY_IMPL(mixdiff, CPU, m) { m.impl("reverse_step", &reverse_step_cpu); }
+
+}  // namespace mixdiff::ops
