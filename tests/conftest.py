@@ -176,19 +176,53 @@ def naive_log_lik_overflows(scores: torch.Tensor) -> bool:
     return not bool(torch.isfinite(naive).all())
 
 
+# --- noise ops (prior_sample, q_sample, reverse_step) ----------------------------------------------------
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The ops' compute (and output) dtype for inputs of `dtype`: float64 stays, the rest compute in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def normals_per_block(dtype: torch.dtype) -> int:
+    """R: standard normals per Philox block in the compute dtype of `dtype` (normal.h)."""
+    return 2 if compute_dtype(dtype) == torch.float64 else 4
+
+
+def standard_mixture(D: int, dtype: torch.dtype = torch.float64, device="cpu") -> Mixture:
+    """K = 1, mean 0, identity covariance: the standard normal prior (its draws are the raw noise)."""
+    return Mixture(torch.zeros(1, D, dtype=dtype, device=device), None, torch.zeros(1, dtype=dtype, device=device),
+                   "identity")
+
+
+def assert_rel_close(got, want, tol: float, what: str = "") -> float:
+    """rel_err(got, want) <= tol, with the measured error in the message; returns the error."""
+    err = rel_err(got, want)
+    assert err <= tol, f"{what}: rel err {err:.3e} > {tol:.0e}"
+    return err
+
+
+def frac_equal(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fraction of entries of a and b that are equal (for "different streams give different numbers")."""
+    return (a == b).double().mean().item()
+
+
 __all__ = [
     "COVARIANCE_TYPES",
     "HAS_CUDA",
     "Mixture",
     "assert_labels_match",
+    "assert_rel_close",
+    "compute_dtype",
     "confident_rows",
     "devices",
+    "frac_equal",
     "gen",
     "make_mixture",
     "naive_log_lik_overflows",
+    "normals_per_block",
     "randn",
     "ref_log_joint",
     "rel_err",
     "sample_mixture",
+    "standard_mixture",
     "tol_for",
 ]

@@ -1,8 +1,9 @@
 """mixdiff::prior_sample: n draws from a Gaussian mixture with their components (counter-based Philox).
 
 Sample i is row offset + i of the Philox4x32-10 stream of `seed`: its component is drawn by inverse CDF
-of a float64 uniform (stream 1) and its noise by Box-Muller pairs (stream 2, block e / 2 for element e),
-then x = mu_j + A_j eps. The pure-torch reference in _reference.py reads the same stream, so the op must
+of a float64 uniform (stream 1) and its noise by Box-Muller (stream 2; a block gives R = 4 float32 or
+R = 2 float64 normals, element m * B + j of a row is normal m of block j, B = ceil(D / R)), then
+x = mu_j + A_j eps. The pure-torch reference in _reference.py reads the same stream, so the op must
 reproduce it: labels exactly, x up to the rounding of log / cos / sin.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import COVARIANCE_TYPES, Mixture, devices, make_mixture, rel_err, tol_for
+from conftest import COVARIANCE_TYPES, Mixture, devices, make_mixture, rel_err, standard_mixture, tol_for
 from mixdiff_ext import GaussianMixturePrior
 from mixdiff_ext import _reference as ref
 from mixdiff_ext import ops
@@ -23,9 +24,10 @@ from mixdiff_ext import ops
 # reference applies torch's (both within ~1 ulp), then x = mu + A eps with a different summation order
 # (full); differences are ~1e-16 relative, so 1e-12 is safe and still catches any wrong bit of the stream.
 F64_TOL = 1e-12
-# float32: the normals come from logf / cosf / sinf of float32 uniforms; the last-bit rounding of libm's
-# (or CUDA's) float functions may differ from torch's vectorised ones, a few ulp of eps (~1e-7 relative)
-# after the affine map, so 1e-5 is safe; a wrong word, stream or row changes x by O(1).
+# float32: the op's normals come from polynomial log / sin / cos (normal.h, ~1-2 ulp), the reference's from
+# torch's float32 log / cos / sin of theta = 2 pi u rounded to float32 (the larger error: up to ~2e-6
+# absolute on |eps| <= 6.8, measured 1.9e-6); relative to max |x| (>= ~4 for a few hundred draws) that is
+# < 1e-6, so 1e-5 is safe; a wrong word, stream, row or layout changes x by O(1).
 F32_TOL = 1e-5
 
 DTYPES = [torch.float64, torch.float32]
@@ -275,9 +277,15 @@ def test_component_frequencies_and_moments(cov, dtype, device):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_noise_is_independent_standard_normal(dtype, device):
     # Identity prior: x - mu_label is the raw noise eps. 250k rows x D = 5 -> 1.25e6 normals, 1e6
-    # neighbouring pairs within rows (both inside a Box-Muller pair and across pairs) and 1.25e6 pairs
-    # of the same element in consecutive samples; the standard error of a correlation is ~1e-3.
+    # neighbouring pairs within rows and 1.25e6 pairs of the same element in consecutive samples; the
+    # standard error of a correlation is ~1e-3. In the planar layout (normal.h) the two normals of a
+    # Box-Muller pair (normals 2p and 2p + 1 of block j) are elements 2p * B + j and (2p + 1) * B + j.
     K, D, n = 3, 5, 250_000
+    R = 4 if dtype == torch.float32 else 2
+    B = -(-D // R)
+    first = [m * B + j for m in range(0, R, 2) for j in range(B) if (m + 1) * B + j < D]
+    second = [e + B for e in first]
+    assert len(first) >= 2
     mix = make_mixture(K, D, "identity", seed=41, dtype=dtype, spread=1.0)
     out = _run(mix, n, seed=777, device=device)
     x, labels = out.x.cpu().double(), out.labels.cpu()
@@ -286,7 +294,7 @@ def test_noise_is_independent_standard_normal(dtype, device):
     assert ks.pvalue > P_MIN, f"KS against N(0, 1): D={ks.statistic:.2e}, p={ks.pvalue:.2e}"
     pairs = {
         "neighbouring elements": (z[:, :-1], z[:, 1:]),
-        "first and second of a Box-Muller pair": (z[:, 0:4:2], z[:, 1:5:2]),
+        "first and second of a Box-Muller pair": (z[:, first], z[:, second]),
         "consecutive samples": (z[:-1], z[1:]),
     }
     for name, (a, b) in pairs.items():
@@ -299,7 +307,7 @@ def test_noise_is_independent_standard_normal(dtype, device):
     for k in range(K):
         c = _corr(onehot[:-1, k], onehot[1:, k])
         assert abs(c) < 1e-2, f"corr of component {k} between consecutive samples = {c:.2e}"
-        for j in range(2):  # both normals of the first Box-Muller pair, and their squares (the radius)
+        for j in (0, B):  # both normals of the first Box-Muller pair, and their squares (the radius)
             c = _corr(onehot[:, k], z[:, j])
             assert abs(c) < 1e-2, f"corr between component {k} and noise element {j} = {c:.2e}"
             c = _corr(onehot[:, k], z[:, j] ** 2)
@@ -353,17 +361,38 @@ def test_single_component(cov, dtype, device):
 
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_element_e_depends_only_on_seed_row_and_e(dtype, device):
-    # Element e of a row is the (e % 2)-th normal of block e / 2, whatever D is: the zero-mean standard
-    # prior in dimension D gives the first D columns of the one in dimension 8 (odd D drops the last
-    # normal of its final pair and must not write it anywhere).
-    def standard(D):
-        return Mixture(torch.zeros(1, D, dtype=dtype), None, torch.zeros(1, dtype=dtype), "identity")
-
-    full = _run(standard(8), 1031, seed=61, offset=9, device=device).x
-    for D in (1, 2, 3, 5, 7):
-        x = _run(standard(D), 1031, seed=61, offset=9, device=device).x
-        assert torch.equal(x, full[:, :D]), f"D={D}: not the first columns of the D=8 draw"
+def test_noise_layout_is_planar(dtype, device):
+    # The standard prior's draws are the raw noise. docs (normal.h): a Philox block gives R normals (4 in float32, 2 in float64); a row of D elements uses
+    # blocks j < B = ceil(D / R) and element m * B + j is normal m of block j.
+    R = 4 if dtype == torch.float32 else 2
+    n, seed, offset = 1031, 61, 9
+    rows = torch.arange(offset, offset + n)
+    # A row of D = R * B elements is the [R, B] array of the B blocks' normals, row-major: against the
+    # reference, built from the block normals directly (not through ref.normals' own layout code).
+    B = 5
+    x = _run(standard_mixture(R * B, dtype), n, seed, offset, device).x.cpu()
+    words = ref.philox_words(seed, ref.STREAM_PRIOR_NOISE, rows[:, None], torch.arange(B)[None, :])  # [n, B, 4]
+    blocks = ref.block_normals(words, dtype)  # [n, B, R]: normal m of block j at [:, j, m]
+    tol = tol_for(dtype, F64_TOL, F32_TOL)
+    for m in range(R):
+        err = rel_err(x[:, m * B : (m + 1) * B], blocks[:, :, m])
+        assert err <= tol, f"elements {m}B..{m}B+B-1 are not normal {m} of blocks 0..B-1: rel err {err:.2e}"
+    # For every D, element m * B(D) + j is the same number (bit for bit: the same block's same normal) as
+    # element m * B' + j of a wider row; in particular the first B(D) elements are the blocks' first
+    # normals. Odd remainders (D not a multiple of R) must write nothing past D.
+    wide_B = 48  # >= B(D) of every D below
+    wide = _run(standard_mixture(R * wide_B, dtype), n, seed, offset, device).x
+    for D in (1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 33, 63, 64, 65, 80):
+        x = _run(standard_mixture(D, dtype), n, seed, offset, device).x
+        assert x.shape == (n, D)
+        Bd = -(-D // R)
+        e = torch.arange(D)
+        m, j = e // Bd, e % Bd
+        assert torch.equal(x[:, :Bd], wide[:, :Bd]), f"D={D}: the first B={Bd} elements are not the first normals"
+        assert torch.equal(x, wide[:, m * wide_B + j]), f"D={D}: element m*B+j is not normal m of block j"
+        want = ref.normals(seed, ref.STREAM_PRIOR_NOISE, rows, D, dtype)
+        err = rel_err(x, want)
+        assert err <= tol, f"D={D}: rel err {err:.2e} vs ref.normals > {tol:.0e}"
 
 
 @pytest.mark.parametrize("device", devices)
@@ -500,9 +529,12 @@ def test_bad_inputs(case, device):
     [
         (dict(n=-1), r"n must be a non-negative integer"),
         (dict(n=2.5), r"n must be a non-negative integer"),
-        (dict(n=4, generator_offset=-1), r"generator_offset must be a non-negative integer"),
-        (dict(n=4, generator_offset=1.5), r"generator_offset must be a non-negative integer"),
-        (dict(n=4, generator_offset=2**63), r"generator_offset must be < 2\*\*63"),
+        (dict(n=4, generator_offset=-1), r"generator_offset must be an integer in \[0, 2\*\*63\), got -1"),
+        (dict(n=4, generator_offset=1.5), r"generator_offset must be an integer in \[0, 2\*\*63\), got 1.5"),
+        (dict(n=4, generator_offset=2**63), r"generator_offset must be an integer in \[0, 2\*\*63\)"),
+        (dict(n=4, generator_offset=True), r"generator_offset must be an integer"),
+        (dict(n=4, seed=True), r"seed must be an integer"),
+        (dict(n=4, seed=1.5), r"seed must be an integer"),
         (dict(n=4, seed=2**64), r"seed must be an integer"),
         (dict(n=4, seed=-(2**63) - 1), r"seed must be an integer"),
     ],

@@ -7,6 +7,8 @@ _BUILD = _library.load()
 
 from . import ops  # noqa: E402  (registers fake kernels and autograd for the loaded ops)
 from .prior import GaussianMixturePrior, effort  # noqa: E402
+from . import schedules  # noqa: E402
+from .scheduler import MixtureNoiseScheduler  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -22,4 +24,4 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["GaussianMixturePrior", "build_info", "effort", "ops"]
+__all__ = ["GaussianMixturePrior", "MixtureNoiseScheduler", "build_info", "effort", "ops", "schedules"]

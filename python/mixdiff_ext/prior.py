@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import ops
+from ._random import check_offset, resolve_seed
 from .ops import COVARIANCE_TYPES
 
 __all__ = ["GaussianMixturePrior", "effort"]
@@ -265,15 +266,8 @@ class GaussianMixturePrior:
         """
         if int(n) != n or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n}")
-        if int(generator_offset) != generator_offset or generator_offset < 0:
-            raise ValueError(f"generator_offset must be a non-negative integer, got {generator_offset}")
-        if int(generator_offset) >= 2**63:
-            raise ValueError(f"generator_offset must be < 2**63, got {generator_offset}")
-        if seed is None:
-            seed = int(torch.randint(0, 2**63 - 1, (1,)).item())
-        if int(seed) != seed or not -(2**63) <= seed < 2**64:
-            raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {seed}")
-        seed = int(seed) - 2**64 if seed >= 2**63 else int(seed)  # same 64 bits, as the op's int64
+        generator_offset = check_offset("generator_offset", generator_offset)
+        seed = resolve_seed(seed)
         x, labels = ops.prior_sample(self._means, self.log_weights, self._factor, self.covariance_type, int(n),
                                      int(seed), int(generator_offset))
         return (x, labels) if return_labels else x

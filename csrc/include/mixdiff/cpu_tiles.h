@@ -84,17 +84,19 @@ MIXDIFF_INLINE typename Vec<T>::type load_vec(const T* p) {
   return v;
 }
 
-// The first count (<= lanes) elements: partial vectors at row ends (the rest of the lanes are zero / not
-// written).
+// The first count (<= lanes) elements: partial vectors at row ends (the other lanes are zero / not
+// written). Whole vectors take the fixed-size path, one vector load or store.
 template <class T>
 MIXDIFF_INLINE typename Vec<T>::type load_partial(const T* p, int64_t count) {
   typename Vec<T>::type v{};
-  std::memcpy(&v, p, static_cast<size_t>(count) * sizeof(T));
+  if (count == kLanes<T>) std::memcpy(&v, p, sizeof v);
+  else std::memcpy(&v, p, static_cast<size_t>(count) * sizeof(T));
   return v;
 }
 template <class T>
 MIXDIFF_INLINE void store_partial(T* p, const typename Vec<T>::type& v, int64_t count) {
-  std::memcpy(p, &v, static_cast<size_t>(count) * sizeof(T));
+  if (count == kLanes<T>) std::memcpy(p, &v, sizeof v);
+  else std::memcpy(p, &v, static_cast<size_t>(count) * sizeof(T));
 }
 
 // ScalarFloatOps (reductions.h) on 16 float lanes: exp_poly and the normal transforms of normal.h.

@@ -74,6 +74,12 @@ struct StepCoefficients {
   bool clip;
 };
 
+// The coefficients in the compute dtype (the op takes them as float64), for the CPU and CUDA kernels alike.
+template <class T>
+MIXDIFF_HD MIXDIFF_INLINE StepCoefficients<T> cast_coefficients(const StepCoefficients<double>& c) {
+  return {T(c.a0), T(c.b0), T(c.cx), T(c.c0), T(c.ce), T(c.cz), T(c.clip_lo), T(c.clip_hi), c.clip};
+}
+
 // Returns x' = mu + y'; *x0_hat = mu + y0_hat (the clean-sample prediction).
 template <class T>
 MIXDIFF_HD MIXDIFF_INLINE T reverse_element(const StepCoefficients<T>& c, T mu, T x, T a_eps_hat, T a_z, T* x0_hat) {

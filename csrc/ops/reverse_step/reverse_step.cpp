@@ -24,6 +24,8 @@ ReverseStepArgs reverse_step_checked(const at::Tensor& x, const at::Tensor& mode
               "mixdiff: coefficients must be 6 numbers (x0_from_x, x0_from_eps, coef_x, coef_x0, coef_eps, "
               "coef_noise), got ", coefficients.size());
   for (double c : coefficients) TORCH_CHECK(std::isfinite(c), "mixdiff: coefficients must be finite, got ", c);
+  TORCH_CHECK(!clip_min || !std::isnan(*clip_min), "mixdiff: clip_min must not be NaN");
+  TORCH_CHECK(!clip_max || !std::isnan(*clip_max), "mixdiff: clip_max must not be NaN");
   TORCH_CHECK(!clip_min || !clip_max || *clip_min <= *clip_max, "mixdiff: clip_min (", clip_min.value_or(0),
               ") must not exceed clip_max (", clip_max.value_or(0), ")");
   check_data_and_means(x, means, "means");
@@ -50,11 +52,6 @@ ReverseStepArgs reverse_step_checked(const at::Tensor& x, const at::Tensor& mode
 }
 
 namespace {
-
-template <class T>
-StepCoefficients<T> cast_coefficients(const StepCoefficients<double>& c) {
-  return {T(c.a0), T(c.b0), T(c.cx), T(c.c0), T(c.ce), T(c.cz), T(c.clip_lo), T(c.clip_hi), c.clip};
-}
 
 template <class T>
 struct ReverseRows {

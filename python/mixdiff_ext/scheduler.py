@@ -1,0 +1,509 @@
+"""A diffusers-style noise scheduler for Gaussian-mixture priors, backed by ops.q_sample / ops.reverse_step.
+
+`MixtureNoiseScheduler` uses diffusers' names (`set_timesteps`, `timesteps`, `scale_model_input`,
+`add_noise`, `step(...).prev_sample`, `init_noise_sigma`, `config`), so it drops into a diffusers-style
+sampling loop. With the standard prior (K = 1, mean 0, identity covariance) it reproduces diffusers'
+DDPMScheduler (sampler="ddpm") and DDIMScheduler (sampler="ddim") for epsilon prediction, given the
+same noise; with a mixture prior every row is noised and denoised around its own component (see
+docs/method.md, "Schedules and samplers").
+
+Components ("labels") are part of the state of a trajectory: `sample_prior` and
+`add_noise_with_labels` return them, and `step` needs them back unless the prior has one component.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from . import ops
+from .prior import GaussianMixturePrior
+from .schedules import DiscreteSchedule, VARIANCE_TYPES, cosine_betas
+
+__all__ = ["MixtureNoiseScheduler", "MixtureSchedulerOutput"]
+
+SAMPLERS = ("ddpm", "ddim")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
+class MixtureSchedulerOutput(NamedTuple):
+    """`step`'s result: attributes as diffusers' DDPMSchedulerOutput, and a tuple."""
+
+    prev_sample: torch.Tensor  # x_{prev}, the sample's shape and dtype
+    pred_original_sample: torch.Tensor  # x0_hat = mu_j + y0_hat (clipped when clip_sample)
+
+
+class _Config(dict):
+    """Read-only mapping with attribute access, like diffusers' FrozenDict."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setitem__(self, key, value):
+        raise TypeError("the scheduler config is read-only; create a new scheduler instead")
+
+
+# --------------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------------
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _check_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _check_choice(value, choices, name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _check_offset(offset) -> int:
+    if not _is_int(offset):
+        raise TypeError(f"offset must be an integer, got {type(offset).__name__}")
+    if not 0 <= int(offset) < 2**63:
+        raise ValueError(f"offset must lie in [0, 2**63), got {offset}")
+    return int(offset)
+
+
+def _check_seed(seed) -> int:
+    if not _is_int(seed):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    seed = int(seed)
+    if not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
+    return seed - 2**64 if seed >= 2**63 else seed  # the same 64 bits, as the op's int64
+
+
+def _resolve_seed(seed, generator) -> int:
+    """An explicit seed, or one drawn from `generator` (torch's default generator when None)."""
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("pass either seed or generator, not both")
+        return _check_seed(seed)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=device).item())
+
+
+def _check_sample(t, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {t.dtype}")
+    if t.dim() < 2:
+        raise ValueError(f"{name} must have a batch dimension and features ([B, D] or [B, C, H, W]), "
+                         f"got shape {tuple(t.shape)}")
+    return t
+
+
+def _same_layout(t, like: torch.Tensor, name: str, like_name: str = "sample") -> torch.Tensor:
+    t = _check_sample(t, name)
+    if t.shape != like.shape:
+        raise ValueError(f"{name} must have {like_name}'s shape {tuple(like.shape)}, got {tuple(t.shape)}")
+    if t.device != like.device:
+        raise ValueError(f"{name} is on {t.device} but {like_name} is on {like.device}")
+    return t
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+# --------------------------------------------------------------------------------------------------
+# the scheduler
+# --------------------------------------------------------------------------------------------------
+class MixtureNoiseScheduler:
+    """DDPM / DDIM scheduler whose prior is a Gaussian mixture, with diffusers' interface.
+
+    Args:
+        prior: a GaussianMixturePrior, or None for the standard prior N(0, I) (K = 1, mean 0, identity),
+            built lazily with the dimension of each call's samples (C * H * W for images). With
+            prior=None `sample_prior` needs `shape`.
+        num_train_timesteps, beta_schedule ("linear", "scaled_linear", "squaredcos_cap_v2" or its alias
+            "cosine"), beta_start, beta_end, trained_betas: the training schedule, as diffusers
+            builds it (float32 betas, float32 cumulative product).
+        variance_type: "fixed_small" (posterior variance) or "fixed_large" (beta_t); sampler="ddpm".
+        clip_sample, clip_sample_range: clip x0_hat to [-range, range] in x space (both samplers).
+        sampler: "ddpm" (ancestral, diffusers' DDPMScheduler) or "ddim" (diffusers' DDIMScheduler).
+        eta: DDIM's noise level (0 = deterministic); `step(eta=...)` overrides it.
+        timestep_spacing ("leading", "trailing", "linspace"), steps_offset: diffusers' spacing rules.
+        set_alpha_to_one: DDIM's abar for the step past t = 0 (1, or abar_0 when False).
+
+    Only epsilon prediction is supported (the network predicts the standard-normal eps of
+    x_t = mu_j + sqrt(abar_t) (x0 - mu_j) + sqrt(1 - abar_t) A_j eps).
+    """
+
+    order = 1
+
+    def __init__(
+        self,
+        prior: GaussianMixturePrior | None = None,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        trained_betas=None,
+        variance_type: str = "fixed_small",
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        sampler: str = "ddpm",
+        eta: float = 0.0,
+        timestep_spacing: str = "leading",
+        steps_offset: int = 0,
+        set_alpha_to_one: bool = True,
+    ):
+        if prior is not None and not isinstance(prior, GaussianMixturePrior):
+            raise TypeError(f"prior must be a GaussianMixturePrior or None, got {type(prior).__name__}")
+        if not _is_int(num_train_timesteps):
+            raise TypeError(f"num_train_timesteps must be an integer, got {type(num_train_timesteps).__name__}")
+        T = int(num_train_timesteps)
+        if not 1 <= T < 2**28:
+            raise ValueError(f"num_train_timesteps must lie in [1, 2**28), got {T}")
+        _check_choice(variance_type, VARIANCE_TYPES, "variance_type")
+        _check_choice(sampler, SAMPLERS, "sampler")
+        _check_choice(timestep_spacing, TIMESTEP_SPACINGS, "timestep_spacing")
+        clip_sample = _check_bool(clip_sample, "clip_sample")
+        set_alpha_to_one = _check_bool(set_alpha_to_one, "set_alpha_to_one")
+        clip_sample_range = _check_float(clip_sample_range, "clip_sample_range")
+        if clip_sample_range <= 0:
+            raise ValueError(f"clip_sample_range must be > 0, got {clip_sample_range}")
+        eta = _check_float(eta, "eta")
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        if not _is_int(steps_offset):
+            raise TypeError(f"steps_offset must be an integer, got {type(steps_offset).__name__}")
+        if not 0 <= int(steps_offset) < T:
+            raise ValueError(f"steps_offset must lie in [0, num_train_timesteps), got {steps_offset}")
+        beta_start = _check_float(beta_start, "beta_start")
+        beta_end = _check_float(beta_end, "beta_end")
+
+        # betas exactly as diffusers builds them (float32), so alphas_cumprod equals diffusers' bit for bit
+        if trained_betas is not None:
+            betas = torch.as_tensor(np.asarray(trained_betas, dtype=np.float64)).to(torch.float32)
+            if betas.dim() != 1 or betas.numel() != T:
+                raise ValueError(f"trained_betas must have shape ({T},), got {tuple(betas.shape)}")
+        else:
+            _check_choice(beta_schedule, BETA_SCHEDULES, "beta_schedule")
+            if beta_schedule == "linear":
+                betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
+            elif beta_schedule == "scaled_linear":
+                if beta_start < 0 or beta_end < 0:
+                    raise ValueError(f"beta_start and beta_end must be >= 0, got {beta_start}, {beta_end}")
+                betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
+            else:
+                betas = cosine_betas(T).to(torch.float32)
+        if not bool(torch.isfinite(betas).all()) or bool((betas <= 0).any()) or bool((betas >= 1).any()):
+            raise ValueError("betas must lie in (0, 1): check beta_start, beta_end or trained_betas")
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0].clone()
+        # the coefficients are evaluated in float64 from these float32 abar values
+        self.schedule = DiscreteSchedule.from_alphas_cumprod(self.alphas_cumprod)
+
+        self.prior = prior
+        self.config = _Config(
+            num_train_timesteps=T, beta_schedule=beta_schedule, beta_start=beta_start, beta_end=beta_end,
+            trained_betas=None if trained_betas is None else betas.tolist(), variance_type=variance_type,
+            clip_sample=clip_sample, clip_sample_range=clip_sample_range, sampler=sampler, eta=eta,
+            timestep_spacing=timestep_spacing, steps_offset=int(steps_offset), set_alpha_to_one=set_alpha_to_one,
+            prediction_type="epsilon",
+        )
+        self.variance_type = variance_type
+        self.init_noise_sigma = 1.0
+        self.num_inference_steps: int | None = None
+        self.timesteps = torch.arange(T - 1, -1, -1, dtype=torch.int64)
+        self._priors: dict = {}
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    def __repr__(self) -> str:
+        prior = "standard" if self.prior is None else repr(self.prior)
+        return (f"MixtureNoiseScheduler(sampler={self.config.sampler!r}, num_train_timesteps="
+                f"{self.config.num_train_timesteps}, num_inference_steps={self.num_inference_steps}, prior={prior})")
+
+    # -- timesteps ---------------------------------------------------------------------------------
+    def set_timesteps(self, num_inference_steps: int, device=None) -> None:
+        """Descending int64 timesteps with diffusers' spacing rules:
+        "leading": arange(n) * (T // n) reversed, plus steps_offset; "trailing": round(arange(T, 0, -T / n)) - 1;
+        "linspace": round(linspace(0, T - 1, n)) reversed."""
+        if not _is_int(num_inference_steps):
+            raise TypeError(f"num_inference_steps must be an integer, got {type(num_inference_steps).__name__}")
+        n, T = int(num_inference_steps), self.config.num_train_timesteps
+        if not 1 <= n <= T:
+            raise ValueError(f"num_inference_steps must lie in [1, num_train_timesteps={T}], got {n}")
+        spacing = self.config.timestep_spacing
+        if spacing == "linspace":
+            ts = np.linspace(0, T - 1, n).round()[::-1].copy().astype(np.int64)
+        elif spacing == "leading":
+            ts = (np.arange(0, n) * (T // n)).round()[::-1].copy().astype(np.int64)
+            ts += self.config.steps_offset
+        else:
+            ts = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+        if ts.max() >= T:
+            raise ValueError(f"steps_offset={self.config.steps_offset} puts timestep {int(ts.max())} past "
+                             f"num_train_timesteps={T}")
+        self.num_inference_steps = n
+        self.timesteps = torch.from_numpy(ts).to(device)
+
+    def _check_timestep(self, timestep) -> int:
+        if isinstance(timestep, torch.Tensor):
+            if timestep.numel() != 1:
+                raise ValueError(f"timestep must be a single timestep, got a tensor of shape {tuple(timestep.shape)}")
+            if timestep.is_floating_point() or timestep.is_complex() or timestep.dtype == torch.bool:
+                raise TypeError(f"timestep must be an integer, got dtype {timestep.dtype}")
+            timestep = int(timestep.item())
+        elif not _is_int(timestep):
+            raise TypeError(f"timestep must be an integer, got {type(timestep).__name__}")
+        t = int(timestep)
+        if not 0 <= t < self.config.num_train_timesteps:
+            raise ValueError(f"timestep must lie in [0, {self.config.num_train_timesteps}), got {t}")
+        return t
+
+    def previous_timestep(self, timestep) -> int:
+        """The timestep the step from `timestep` goes to (< 0: past the data end), as diffusers does:
+        "ddpm": the next entry of `timesteps` after set_timesteps (-1 after the last one);
+        "ddim": timestep - num_train_timesteps // num_inference_steps; before set_timesteps, t - 1."""
+        t = self._check_timestep(timestep)
+        if self.num_inference_steps is None:
+            return t - 1
+        if self.config.sampler == "ddim":
+            return t - self.config.num_train_timesteps // self.num_inference_steps
+        hits = (self.timesteps.cpu() == t).nonzero(as_tuple=True)[0]
+        if hits.numel() == 0:
+            raise ValueError(f"timestep {t} is not one of the timesteps set by set_timesteps")
+        i = int(hits[0])
+        return -1 if i == self.timesteps.numel() - 1 else int(self.timesteps[i + 1])
+
+    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
+        """Identity (diffusers' interface)."""
+        return sample
+
+    # -- the prior ---------------------------------------------------------------------------------
+    def _prior(self, dim: int, device: torch.device) -> tuple[GaussianMixturePrior, torch.Tensor, torch.Tensor | None]:
+        """(prior, means, cov_factor) on `device`; prior=None: the standard prior of this dim."""
+        key = (id(self.prior), dim, str(device))  # `prior` may be reassigned
+        if key not in self._priors:
+            if self.prior is None:
+                prior = GaussianMixturePrior.standard(dim, device=device)
+            else:
+                prior = self.prior
+                if prior.dim != dim:
+                    raise ValueError(f"sample has {dim} features per sample but the prior has dim {prior.dim}")
+            factor = None if prior.cov_factor is None else prior.cov_factor.to(device)
+            self._priors[key] = (prior, prior.means.to(device), factor)
+        return self._priors[key]
+
+    def _labels(self, labels, n: int, k: int, device, required: bool) -> torch.Tensor | None:
+        if labels is None:
+            if not required:
+                return None
+            if k != 1:
+                raise ValueError(
+                    f"labels are required for a prior with {k} components: carry the labels returned by "
+                    "sample_prior / add_noise_with_labels along the trajectory")
+            return torch.zeros(n, dtype=torch.int64, device=device)
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be an integer torch.Tensor, got {type(labels).__name__}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise ValueError(f"labels must lie in [0, {k}), got values in [{int(labels.min())}, {int(labels.max())}]")
+        return labels.to(device=device, dtype=torch.int64)
+
+    def sample_prior(self, n: int, seed: int | None = None, offset: int = 0, *, shape=None, generator=None):
+        """(x_T, labels): n draws from the prior times init_noise_sigma, and their components.
+
+        Row i is row offset + i of the counter-based stream of `seed` (prior.sample's generator_offset),
+        so drawing in chunks with advancing offsets equals one large draw. seed=None draws the seed from
+        `generator` (torch's default generator when None). shape: the per-sample shape, e.g. (C, H, W):
+        x_T then has shape (n, *shape); required when prior=None (it fixes the dimension).
+        """
+        if not _is_int(n):
+            raise TypeError(f"n must be an integer, got {type(n).__name__}")
+        if int(n) < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        offset = _check_offset(offset)
+        if shape is not None:
+            if isinstance(shape, (int, np.integer)):
+                shape = (int(shape),)
+            shape = tuple(shape)
+            if not shape or not all(_is_int(s) and s >= 1 for s in shape):
+                raise ValueError(f"shape must be a non-empty tuple of positive integers, got {shape}")
+            dim = int(np.prod(shape))
+        elif self.prior is None:
+            raise ValueError("sample_prior needs shape= (the per-sample shape) when the scheduler has prior=None")
+        else:
+            dim = self.prior.dim
+        if self.prior is not None:
+            prior = self.prior
+            if prior.dim != dim:
+                raise ValueError(f"shape {shape} has {dim} elements but the prior has dim {prior.dim}")
+        else:
+            prior = self._prior(dim, torch.device("cpu"))[0]
+        seed = _resolve_seed(seed, generator)
+        x, labels = prior.sample(int(n), seed=seed, generator_offset=offset, return_labels=True)
+        x = x * self.init_noise_sigma
+        if shape is not None:
+            x = x.reshape(int(n), *shape)
+        return x, labels
+
+    # -- forward process ---------------------------------------------------------------------------
+    def _check_timesteps(self, timesteps, n: int, device) -> torch.Tensor:
+        if timesteps is None:
+            raise TypeError("timesteps is required")
+        if _is_int(timesteps):
+            timesteps = torch.tensor([int(timesteps)])
+        if not isinstance(timesteps, torch.Tensor):
+            raise TypeError(f"timesteps must be an integer torch.Tensor, got {type(timesteps).__name__}")
+        if timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dtype == torch.bool:
+            raise TypeError(f"timesteps must have an integer dtype, got {timesteps.dtype}")
+        timesteps = timesteps.reshape(-1)
+        if timesteps.numel() == 1:
+            timesteps = timesteps.expand(n)
+        if timesteps.numel() != n:
+            raise ValueError(f"timesteps must hold 1 or {n} (the batch size) timesteps, got {timesteps.numel()}")
+        T = self.config.num_train_timesteps
+        if n and (int(timesteps.min()) < 0 or int(timesteps.max()) >= T):
+            raise ValueError(f"timesteps must lie in [0, {T}), got values in "
+                             f"[{int(timesteps.min())}, {int(timesteps.max())}]")
+        return timesteps.to(device)
+
+    def add_noise_with_labels(self, original_samples: torch.Tensor, timesteps, noise=None, labels=None,
+                              seed: int | None = None, offset: int = 0, generator=None) -> ops.ForwardSample:
+        """Forward noising x_t = mu_j + sqrt(abar_t) (x0 - mu_j) + sqrt(1 - abar_t) A_j eps, returned as
+        ops.ForwardSample(x_t, eps, labels): x_t and eps in original_samples' shape and dtype, labels [B].
+
+        labels=None dispatches each sample to its nearest centre. noise=None draws eps from row
+        offset + i of the counter-based stream of `seed` (drawn from `generator` / torch's default
+        generator when None); eps is the network's training target.
+        """
+        x0 = _check_sample(original_samples, "original_samples")
+        flat = _flat(x0)
+        n, dim = flat.shape
+        prior, means, factor = self._prior(dim, x0.device)
+        t = self._check_timesteps(timesteps, n, x0.device)
+        labels = self._labels(labels, n, prior.n_components, x0.device, required=False)
+        offset = _check_offset(offset)
+        eps = None
+        if noise is not None:
+            if seed is not None or generator is not None:
+                raise ValueError("pass noise, or seed / generator to draw it, not both")
+            eps = _flat(_same_layout(noise, x0, "noise", "original_samples"))
+            s = 0
+        else:
+            s = _resolve_seed(seed, generator)
+        signal, noise_scale = self.schedule.forward_coefficients(t)
+        x_t, eps_out, labels_out = ops.q_sample(flat, signal, noise_scale, means, factor, prior.covariance_type,
+                                                seed=s, offset=offset, labels=labels, noise=eps)
+        return ops.ForwardSample(x_t.reshape(x0.shape).to(x0.dtype), eps_out.reshape(x0.shape).to(x0.dtype),
+                                 labels_out)
+
+    def add_noise(self, original_samples: torch.Tensor, noise=None, timesteps=None, labels=None,
+                  seed: int | None = None, offset: int = 0, generator=None) -> torch.Tensor:
+        """diffusers' add_noise(original_samples, noise, timesteps): the noisy samples only. With the
+        standard prior this is sqrt(abar_t) x0 + sqrt(1 - abar_t) noise. See add_noise_with_labels for
+        labels, seed, offset and for getting eps and labels back (needed with a mixture prior)."""
+        return self.add_noise_with_labels(original_samples, timesteps, noise=noise, labels=labels, seed=seed,
+                                          offset=offset, generator=generator).x_t
+
+    # -- reverse process ---------------------------------------------------------------------------
+    def step_coefficients(self, timestep, eta: float | None = None,
+                          use_clipped_model_output: bool = False) -> ops.StepCoefficients:
+        """The StepCoefficients `step` applies at `timestep` (to previous_timestep(timestep))."""
+        t = self._check_timestep(timestep)
+        prev_t = self.previous_timestep(t)
+        use_clipped_model_output = _check_bool(use_clipped_model_output, "use_clipped_model_output")
+        if self.config.sampler == "ddpm":
+            if eta not in (None, 0, 0.0) or use_clipped_model_output:
+                raise ValueError("eta and use_clipped_model_output apply only to sampler='ddim'")
+            return self.schedule.ancestral_coefficients(t, prev_t, self.config.variance_type)
+        eta = self.config.eta if eta is None else _check_float(eta, "eta")
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        return self.schedule.ddim_coefficients(t, prev_t, eta, use_clipped_model_output,
+                                               float(self.final_alpha_cumprod))
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep,
+        sample: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        noise: torch.Tensor | None = None,
+        offset: int = 0,
+        return_dict: bool = True,
+        *,
+        eta: float | None = None,
+        use_clipped_model_output: bool = False,
+        variance_noise: torch.Tensor | None = None,
+    ):
+        """One reverse step from `timestep` to previous_timestep(timestep), fused in ops.reverse_step.
+
+        model_output: eps_hat, sample's shape. labels: the component of each row ([B] integers); None
+        only for a one-component prior. Noise z (drawn only when the step adds noise): `noise`
+        (alias `variance_noise`, diffusers' DDIM name) if given; else row offset + i of the
+        counter-based stream (seed, step=timestep), with seed=None drawing a fresh seed from
+        `generator` (torch's default generator when None). Pass a fixed seed and each batch's row
+        offset to make chunked sampling equal one large batch. eta / use_clipped_model_output: DDIM
+        only (diffusers' step arguments). Returns MixtureSchedulerOutput(prev_sample,
+        pred_original_sample), a plain tuple when return_dict=False.
+        """
+        x_in = _check_sample(sample, "sample")
+        eps_in = _same_layout(model_output, x_in, "model_output")
+        x, eps_hat = _flat(x_in), _flat(eps_in)
+        n, dim = x.shape
+        t = self._check_timestep(timestep)
+        coefs = self.step_coefficients(t, eta, use_clipped_model_output)
+        prior, means, factor = self._prior(dim, x.device)
+        labels = self._labels(labels, n, prior.n_components, x.device, required=True)
+        offset = _check_offset(offset)
+        if variance_noise is not None:
+            if noise is not None:
+                raise ValueError("pass noise or variance_noise, not both")
+            noise = variance_noise
+        z, s = None, 0
+        if noise is not None:
+            if seed is not None or generator is not None:
+                raise ValueError("pass noise, or seed / generator to draw it, not both")
+            z = _flat(_same_layout(noise, x_in, "noise"))
+        elif coefs.coef_noise != 0.0:
+            s = _resolve_seed(seed, generator)
+        elif seed is not None:
+            _check_seed(seed)
+        clip = None
+        if self.config.clip_sample:
+            clip = (-self.config.clip_sample_range, self.config.clip_sample_range)
+        prev, x0 = ops.reverse_step(x, eps_hat, labels, means, factor, prior.covariance_type, coefs, seed=s, step=t,
+                                    offset=offset, clip=clip, noise=z, return_x0=True)
+        prev = prev.reshape(x_in.shape).to(x_in.dtype)
+        x0 = x0.reshape(x_in.shape).to(x_in.dtype)
+        if not _check_bool(return_dict, "return_dict"):
+            return prev, x0
+        return MixtureSchedulerOutput(prev, x0)
