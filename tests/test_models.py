@@ -209,6 +209,7 @@ def test_trajectory_and_effort():
     out = model.sample(64, seed=2, progress=False, return_trajectory=True)
     assert out.trajectory.shape == (21, 64, 2)
     assert torch.equal(out.trajectory[0], prior.sample(64, seed=2))
+    assert torch.equal(out.initial, out.trajectory[0])
     assert torch.equal(out.trajectory[-1], out.samples)
     effort = ((out.trajectory[-1] - out.trajectory[0]) ** 2).sum(1).mean()
     assert model.reverse_effort(64, seed=2) == pytest.approx(float(effort), rel=1e-14)

@@ -39,6 +39,7 @@ class Sampled(NamedTuple):
 
     samples: torch.Tensor  # [n, *sample_shape]
     labels: torch.Tensor  # int64 [n]: the component of each trajectory
+    initial: torch.Tensor  # [n, *sample_shape]: the prior draws x_T the trajectories started from
     trajectory: torch.Tensor | None  # [steps + 1, n, *sample_shape] from x_T to x_0, when asked
 
 
@@ -210,11 +211,13 @@ class _MixtureDiffusion(nn.Module):
         shape = self.sample_shape
         n = _check_int(n, "n", 0)
         out = self.means.new_empty((n, self.means.shape[1]))
+        out_initial = torch.empty_like(out)
         out_labels = torch.empty(n, dtype=torch.int64, device=self.means.device)
         traj = self.means.new_empty((len(plan) + 1, n, self.means.shape[1])) if return_trajectory else None
 
         def keep(start, x_T, x0, labels, trajectory):
             out[start:start + x0.shape[0]] = x0
+            out_initial[start:start + x0.shape[0]] = x_T
             out_labels[start:start + x0.shape[0]] = labels
             if traj is not None:
                 traj[:, start:start + x0.shape[0]] = torch.stack(trajectory)
@@ -223,7 +226,8 @@ class _MixtureDiffusion(nn.Module):
         samples = out.reshape(n, *shape)
         if not (return_labels or return_trajectory):
             return samples
-        return Sampled(samples, out_labels, None if traj is None else traj.reshape(len(plan) + 1, n, *shape))
+        return Sampled(samples, out_labels, out_initial.reshape(n, *shape),
+                       None if traj is None else traj.reshape(len(plan) + 1, n, *shape))
 
     def _effort(self, n, plan, seed, batch_size, clip, cond, progress, desc) -> float:
         total = torch.zeros((), dtype=torch.float64)
