@@ -30,6 +30,10 @@ from .schedules import VESDE, VPSDE, DiscreteSchedule
 __all__ = ["MixDDPM", "MixSGM", "Sampled", "ve_sigma_max"]
 
 COMPONENT_INPUTS = ("embedding", "none")
+# batch_size=None on the CPU: trajectories run in chunks of this many rows, one chunk through all steps
+# before the next, so the network's activations stay in cache (2-3x faster than one 100k-row batch for
+# the MLPs here, bench/bench_sampling.py). The counter-based noise makes the chunking invisible.
+CPU_CHUNK_ROWS = 4096
 DDPM_SAMPLERS = ("ancestral", "ddim")
 SGM_SAMPLERS = ("euler_maruyama", "pc", "ode")
 
@@ -181,7 +185,9 @@ class _MixtureDiffusion(nn.Module):
         offset start + i for the prior draw and every step's noise, so the result does not depend on
         batch_size. Calls on_chunk(start, x_T, x_0, labels[, trajectory])."""
         n = _check_int(n, "n", 0)
-        batch_size = n if batch_size is None else _check_int(batch_size, "batch_size", 1)
+        if batch_size is None:
+            batch_size = CPU_CHUNK_ROWS if self.means.device.type == "cpu" else n
+        batch_size = _check_int(batch_size, "batch_size", 1)
         seed = resolve_seed(seed)
         if cond is not None and (not isinstance(cond, torch.Tensor) or cond.shape[0] != n):
             raise ValueError(f"cond must be a tensor with n = {n} rows")
@@ -197,7 +203,8 @@ class _MixtureDiffusion(nn.Module):
                 x_start, trajectory = x, ([x] if keep_trajectory else None)
                 chunk_cond = None if cond is None else cond[start:start + m]
                 for step in plan:
-                    t = torch.full((m,), step.net_time, dtype=torch.float32, device=x.device)
+                    # one value for the whole chunk: a stride-0 view, so a denoiser may embed it once
+                    t = torch.full((1,), step.net_time, dtype=torch.float32, device=x.device).expand(m)
                     eps_hat = self.predict_noise(x, t, labels, means, chunk_cond)
                     x = ops.reverse_step(x, eps_hat.to(x.dtype), labels, means, factor, cov_type, step.coefficients,
                                          seed=seed, step=step.step_id, offset=start, clip=clip).prev_sample
@@ -308,8 +315,8 @@ class MixDDPM(_MixtureDiffusion):
         """n samples [n, *sample_shape] by `steps` reverse steps (all T when None) of the ancestral
         (DDPM) or DDIM (eta) sampler, each trajectory centred on its drawn component.
 
-        seed=None draws the seed from torch's default generator. batch_size chunks the work (default:
-        all n at once) without changing the result. clip=(lo, hi) clips x0_hat in data space. With
+        seed=None draws the seed from torch's default generator. batch_size: rows per chunk (default:
+        CPU_CHUNK_ROWS on the CPU, all n on a GPU); it changes nothing but the network's float rounding. clip=(lo, hi) clips x0_hat in data space. With
         return_labels / return_trajectory returns Sampled(samples, labels, trajectory)."""
         plan = self.plan(steps, sampler, eta)
         return self._sample(n, plan, seed, batch_size, clip, cond, progress, f"{sampler} sampling", return_labels,
