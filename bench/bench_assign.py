@@ -21,9 +21,18 @@ import torch
 import mixdiff_ext
 from mixdiff_ext import GaussianMixturePrior, ops
 from mixdiff_ext._timing import median_time
-from mixdiff_ext.demo import synthetic_clusters
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def synthetic_clusters(n: int = 200_000, dim: int = 64, k: int = 32, spread: float = 6.0, seed: int = 0) -> torch.Tensor:
+    """Benchmark data: k anisotropic Gaussian clusters with centres ~ N(0, spread^2 I) and unequal sizes."""
+    g = torch.Generator().manual_seed(seed)
+    centres = spread * torch.randn(k, dim, generator=g)
+    probs = torch.rand(k, generator=g) + 0.5
+    labels = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=g)
+    scales = 0.5 + torch.rand(k, dim, generator=g)
+    return centres[labels] + scales[labels] * torch.randn(n, dim, generator=g)
 
 
 # --- torch eager baselines -------------------------------------------------------------------------

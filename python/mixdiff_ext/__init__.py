@@ -9,6 +9,9 @@ from . import ops  # noqa: E402  (registers fake kernels and autograd for the lo
 from .prior import GaussianMixturePrior, effort  # noqa: E402
 from . import schedules  # noqa: E402
 from .scheduler import MixtureNoiseScheduler  # noqa: E402
+from . import data, metrics, nets  # noqa: E402
+from .models import MixDDPM, MixSGM  # noqa: E402
+from .train import Trainer, TrainResult, train  # noqa: E402  (the function shadows the submodule's name)
 
 __version__ = "0.1.0"
 
@@ -24,4 +27,5 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["GaussianMixturePrior", "MixtureNoiseScheduler", "build_info", "effort", "ops", "schedules"]
+__all__ = ["GaussianMixturePrior", "MixDDPM", "MixSGM", "MixtureNoiseScheduler", "TrainResult", "Trainer", "build_info",
+           "data", "effort", "metrics", "nets", "ops", "schedules", "train"]

@@ -170,7 +170,8 @@ class _Conditioning(nn.Module):
             or tuple(component.shape) != (batch,)
         ):
             raise ValueError(f"component must be an integer tensor of shape [{batch}], got {_describe(component)}")
-        if component.device.type == "cpu" and component.numel():
+        # a data-dependent check: skipped on GPUs (a sync per call) and when compiling (a graph break)
+        if component.device.type == "cpu" and component.numel() and not torch.compiler.is_compiling():
             lo, hi = int(component.min()), int(component.max())
             if lo < 0 or hi >= self.num_components:
                 raise ValueError(

@@ -2,6 +2,8 @@
 // CPU-only: the normals of normal.h sixteen Philox blocks at a time. Lane l runs the counter of block
 // j0 + l through the same rounds (philox.h) and the same float transforms (normal.h) as a CUDA thread,
 // so the integers are identical and the float normals equal the scalar path's up to contraction.
+#include <type_traits>
+
 #include "cpu_tiles.h"
 #include "normal.h"
 
@@ -80,6 +82,51 @@ template <class T>
 MIXDIFF_INLINE void row_normals(uint64_t seed, uint32_t stream, uint64_t row, int64_t D, T* eps) {
   row_normals_apply(seed, stream, row, D, eps,
                     [&](int64_t e, int64_t count, const typename Vec<T>::type& z) { store_partial(eps + e, z, count); });
+}
+
+// True when a row has too few float blocks to fill half a vector: rows_normals then puts (row, block)
+// pairs in the lanes instead of one row's blocks, which would leave most lanes idle (D = 2 used 1 of 16).
+template <class T>
+constexpr bool short_rows(int64_t D) {
+  return std::is_same_v<T, float> && normal_blocks<float>(D) * 2 <= kLanes<float>;
+}
+
+// The normals of rows row0 .. row0 + nrows - 1 into out [nrows, D] (row-major, normal.h layout per row);
+// the same numbers as row_normals row by row.
+template <class T>
+MIXDIFF_INLINE void rows_normals(uint64_t seed, uint32_t stream, uint64_t row0, int64_t nrows, int64_t D, T* out) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (short_rows<float>(D)) {
+      constexpr int L = kLanes<float>;
+      const int64_t B = normal_blocks<float>(D), total = nrows * B;
+      for (int64_t p0 = 0; p0 < total; p0 += L) {
+        const int lanes = static_cast<int>(std::min<int64_t>(L, total - p0));
+        int64_t r[L], j[L];
+        VecU32 block{}, lo{}, hi{};
+        for (int l = 0; l < L; ++l) {
+          const int64_t p = p0 + std::min(l, lanes - 1);
+          r[l] = p / B;
+          j[l] = p - r[l] * B;
+          const uint64_t row = row0 + static_cast<uint64_t>(r[l]);
+          block[l] = static_cast<uint32_t>(j[l]);
+          lo[l] = static_cast<uint32_t>(row);
+          hi[l] = static_cast<uint32_t>(row >> 32);
+        }
+        const Philox4<VecU32> w = philox4x32_10(Philox4<VecU32>{{block, VecU32{} + stream, lo, hi}},
+                                                static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+        VecFloatOps::F z[4];
+        box_muller<VecFloatOps>(w.v[0], w.v[1], &z[0], &z[1]);
+        box_muller<VecFloatOps>(w.v[2], w.v[3], &z[2], &z[3]);
+        for (int l = 0; l < lanes; ++l)
+          for (int m = 0; m < 4; ++m) {
+            const int64_t e = m * B + j[l];
+            if (e < D) out[r[l] * D + e] = z[m][l];
+          }
+      }
+      return;
+    }
+  }
+  for (int64_t r = 0; r < nrows; ++r) row_normals(seed, stream, row0 + static_cast<uint64_t>(r), D, out + r * D);
 }
 
 }  // namespace cpu

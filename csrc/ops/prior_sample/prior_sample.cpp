@@ -68,14 +68,16 @@ MIXDIFF_CPU_CLONES void sample_rows(CovType cov, const T* means, const T* factor
   for (int64_t r0 = b; r0 < e; r0 += kRows) {
     const int64_t rows = std::min(kRows, e - r0);
     draw_components(cdf, K, seed, offset + static_cast<uint64_t>(r0), rows, labels + r0);
+    // full covariances and short rows: the block's noise in one batched draw, transformed in place
+    const bool drawn = cov == CovType::Full || cpu::short_rows<T>(D);
+    if (drawn) cpu::rows_normals(seed, kStreamPriorNoise, offset + static_cast<uint64_t>(r0), rows, D, x + r0 * D);
     for (int64_t i = r0; i < r0 + rows; ++i) {
       const uint64_t row = offset + static_cast<uint64_t>(i);
       const int64_t k = labels[i];
       const T* mu = means + k * D;
       const T* f = factor + k * fs;
       T* xi = x + i * D;
-      if (cov == CovType::Full) {
-        cpu::row_normals(seed, kStreamPriorNoise, row, D, xi);
+      if (drawn) {
         affine_from_noise(cov, mu, f, D, xi);
         continue;
       }

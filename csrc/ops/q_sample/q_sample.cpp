@@ -67,6 +67,10 @@ MIXDIFF_CPU_CLONES void q_sample_rows(const QSampleRows<T>& a, int64_t b, int64_
     } else {
       nearest_range(a.x0 + r0 * D, D, *a.centres, 0, r1 - r0, a.labels_out + r0, sqdist);
     }
+    // short rows: the block's noise in one batched draw, combined from memory below
+    const bool drawn = !a.noise && (a.cov == CovType::Full || cpu::short_rows<T>(D));
+    if (drawn) cpu::rows_normals(a.seed, kStreamForwardNoise, a.offset + static_cast<uint64_t>(r0), r1 - r0, D,
+                                 a.eps + r0 * D);
     for (int64_t i = r0; i < r1; ++i) {
       const int64_t k = a.labels_out[i];
       const T* mu = a.means + k * D;
@@ -75,10 +79,8 @@ MIXDIFF_CPU_CLONES void q_sample_rows(const QSampleRows<T>& a, int64_t b, int64_
       const T s = a.signal[i], n = a.noise_scale[i];
       T* eps = a.eps + i * D;
       T* xt = a.x_t + i * D;
-      const uint64_t row = a.offset + static_cast<uint64_t>(i);
       if (a.cov == CovType::Full) {
         if (a.noise) std::copy(a.noise + i * D, a.noise + (i + 1) * D, eps);
-        else cpu::row_normals(a.seed, kStreamForwardNoise, row, D, eps);
         std::copy(eps, eps + D, xt);
         lower_matvec_inplace(f, D, xt);
         for (int64_t d = 0; d < D; ++d) xt[d] = forward_element(mu[d], x0[d], s, n, xt[d]);
@@ -92,13 +94,14 @@ MIXDIFF_CPU_CLONES void q_sample_rows(const QSampleRows<T>& a, int64_t b, int64_
         cpu::store_partial(xt + e0, forward_element(cpu::load_partial(mu + e0, count), cpu::load_partial(x0 + e0, count),
                                                     V{} + s, V{} + n, scale * z), count);
       };
-      if (a.noise) {
+      if (a.noise || drawn) {
+        const T* given = a.noise ? a.noise + i * D : eps;
         for (int64_t e0 = 0; e0 < D; e0 += cpu::kLanes<T>) {
           const int64_t count = std::min<int64_t>(cpu::kLanes<T>, D - e0);
-          combine(e0, count, cpu::load_partial(a.noise + i * D + e0, count));
+          combine(e0, count, cpu::load_partial(given + e0, count));
         }
       } else {
-        cpu::row_normals_apply(a.seed, kStreamForwardNoise, row, D, eps, combine);
+        cpu::row_normals_apply(a.seed, kStreamForwardNoise, a.offset + static_cast<uint64_t>(i), D, eps, combine);
       }
     }
   }

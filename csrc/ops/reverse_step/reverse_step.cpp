@@ -66,33 +66,39 @@ struct ReverseRows {
   T *prev, *x0;  // x0: null when not asked
 };
 
-// A eps_hat and A z go through a per-thread row buffer; separable factors scale them on the fly.
+// A eps_hat goes through a per-thread row buffer (full covariances); the noise of a group of rows is
+// drawn into a per-thread buffer at once (so short rows share Philox vectors) and scaled by A in place.
 template <class T>
 MIXDIFF_CPU_CLONES void reverse_rows(const ReverseRows<T>& a, int64_t b, int64_t e) {
   const int64_t D = a.D, fs = factor_size(a.cov, D);
+  const int64_t group = std::clamp<int64_t>(16384 / std::max<int64_t>(D, 1), 1, 64);
   const bool with_noise = a.c.cz != T(0);
-  std::vector<T> a_eps(a.cov == CovType::Full ? D : 0), a_z(with_noise ? D : 0);
+  std::vector<T> a_eps(a.cov == CovType::Full ? D : 0), z(with_noise ? group * D : 0);
   T x0_discard;
-  for (int64_t i = b; i < e; ++i) {
-    const int64_t k = a.labels[i];
-    const T* mu = a.means + k * D;
-    const T* x = a.x + i * D;
-    const T* eh = a.eps_hat + i * D;
-    const T* f = a.factor + k * fs;
-    T* out = a.prev + i * D;
-    T* x0 = a.x0 ? a.x0 + i * D : nullptr;
+  for (int64_t g0 = b; g0 < e; g0 += group) {
+    const int64_t g1 = std::min(e, g0 + group);
     if (with_noise) {
-      if (a.draw_noise) cpu::row_normals(a.seed, a.stream, a.offset + static_cast<uint64_t>(i), D, a_z.data());
-      else std::copy(a.noise + i * D, a.noise + (i + 1) * D, a_z.begin());
-      apply_factor(a.cov, f, D, a_z.data());
+      if (a.draw_noise) cpu::rows_normals(a.seed, a.stream, a.offset + static_cast<uint64_t>(g0), g1 - g0, D, z.data());
+      else std::copy(a.noise + g0 * D, a.noise + g1 * D, z.begin());
     }
-    if (a.cov == CovType::Full) {
-      std::copy(eh, eh + D, a_eps.begin());
-      lower_matvec_inplace(f, D, a_eps.data());
-    }
-    for (int64_t d = 0; d < D; ++d) {
-      const T ae = a.cov == CovType::Full ? a_eps[d] : factor_scale(a.cov, f, d) * eh[d];
-      out[d] = reverse_element(a.c, mu[d], x[d], ae, with_noise ? a_z[d] : T(0), x0 ? x0 + d : &x0_discard);
+    for (int64_t i = g0; i < g1; ++i) {
+      const int64_t k = a.labels[i];
+      const T* mu = a.means + k * D;
+      const T* x = a.x + i * D;
+      const T* eh = a.eps_hat + i * D;
+      const T* f = a.factor + k * fs;
+      T* out = a.prev + i * D;
+      T* x0 = a.x0 ? a.x0 + i * D : nullptr;
+      T* zi = with_noise ? z.data() + (i - g0) * D : nullptr;
+      if (with_noise) apply_factor(a.cov, f, D, zi);
+      if (a.cov == CovType::Full) {
+        std::copy(eh, eh + D, a_eps.begin());
+        lower_matvec_inplace(f, D, a_eps.data());
+      }
+      for (int64_t d = 0; d < D; ++d) {
+        const T ae = a.cov == CovType::Full ? a_eps[d] : factor_scale(a.cov, f, d) * eh[d];
+        out[d] = reverse_element(a.c, mu[d], x[d], ae, with_noise ? zi[d] : T(0), x0 ? x0 + d : &x0_discard);
+      }
     }
   }
 }
