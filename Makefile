@@ -21,7 +21,7 @@ cuda-compile-check:
 	cmake --build build/cuda-compile-check --target mixdiff_cuda_compile_check -j2
 
 bench: install
-	$(PYTHON) bench/bench_assign.py
+	cd bench && $(PYTHON) bench_assign.py && $(PYTHON) bench_noise.py && $(PYTHON) bench_sampling.py
 
 clean:
 	rm -rf build

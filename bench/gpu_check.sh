@@ -15,4 +15,5 @@ tests_rc=0
 "$PY" -m pytest -m cuda -q tests 2>&1 | tee "$OUT/cuda_tests.log" || tests_rc=$?
 "$PY" bench/bench_assign.py --device cuda --out "$OUT/bench_assign_gpu.json" 2>&1 | tee "$OUT/bench_gpu.log"
 "$PY" bench/bench_noise.py --device cuda --out "$OUT/bench_noise_gpu.json" 2>&1 | tee -a "$OUT/bench_gpu.log"
+"$PY" bench/bench_sampling.py --device cuda --out "$OUT/bench_sampling_gpu.json" 2>&1 | tee -a "$OUT/bench_gpu.log"
 exit "$tests_rc"

@@ -15,8 +15,8 @@ from mixdiff_ext.data import ring2d
 from mixdiff_ext.metrics import sliced_wasserstein
 from mixdiff_ext.models import MixDDPM
 from mixdiff_ext.nets import MLP
-from mixdiff_ext.train import train
-from test_train import Killed, assert_states_equal, free_port, kill_at
+from mixdiff_ext.training import train
+from test_training import Killed, assert_states_equal, free_port, kill_at
 
 QUIET = dict(progress=False, log_every=10)
 
@@ -62,7 +62,7 @@ import sys
 import torch
 sys.path.insert(0, {tests!r})
 from test_end_to_end import ring_model
-from mixdiff_ext.train import train
+from mixdiff_ext.training import train
 
 rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else None
 model, x = ring_model(torch.float64, hidden=16)

@@ -11,7 +11,7 @@ from . import schedules  # noqa: E402
 from .scheduler import MixtureNoiseScheduler  # noqa: E402
 from . import data, metrics, nets  # noqa: E402
 from .models import MixDDPM, MixSGM  # noqa: E402
-from .train import Trainer, TrainResult, train  # noqa: E402  (the function shadows the submodule's name)
+from .training import Trainer, TrainResult, train  # noqa: E402
 
 __version__ = "0.1.0"
 

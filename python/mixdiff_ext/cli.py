@@ -61,7 +61,7 @@ def cmd_fit_prior(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .train import train
+    from .training import train
 
     if args.prior is not None:
         x = load_data(args.data, args.n, args.seed)

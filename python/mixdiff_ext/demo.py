@@ -22,7 +22,7 @@ import torch
 from . import metrics
 from .pipeline import build_model, default_config, fit_prior, load_data, plot_losses, plot_samples, save_json
 from .prior import effort
-from .train import train
+from .training import train
 
 # dataset -> (components, training rows, metric reported first)
 DATASETS = {

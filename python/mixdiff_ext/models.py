@@ -191,10 +191,12 @@ class _MixtureDiffusion(nn.Module):
         seed = resolve_seed(seed)
         if cond is not None and (not isinstance(cond, torch.Tensor) or cond.shape[0] != n):
             raise ValueError(f"cond must be a tensor with n = {n} rows")
-        from tqdm.auto import tqdm
+        chunks = range(0, n, batch_size)
+        bar = None
+        if progress:  # tqdm is imported only when asked for
+            from tqdm.auto import tqdm
 
-        chunks = range(0, n, max(batch_size, 1))
-        bar = tqdm(total=len(plan) * len(chunks), disable=not progress, desc=desc, unit="step", leave=False)
+            bar = tqdm(total=len(plan) * len(chunks), desc=desc, unit="step", leave=False)
         with torch.no_grad():
             for start in chunks:
                 m = min(batch_size, n - start)
@@ -210,9 +212,11 @@ class _MixtureDiffusion(nn.Module):
                                          seed=seed, step=step.step_id, offset=start, clip=clip).prev_sample
                     if trajectory is not None:
                         trajectory.append(x)
-                    bar.update(1)
+                    if bar is not None:
+                        bar.update(1)
                 on_chunk(start, x_start, x, labels, trajectory)
-        bar.close()
+        if bar is not None:
+            bar.close()
 
     def _sample(self, n, plan, seed, batch_size, clip, cond, progress, desc, return_labels, return_trajectory):
         shape = self.sample_shape

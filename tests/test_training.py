@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from conftest import gen
-from mixdiff_ext import train as train_mod
-from mixdiff_ext.train import Trainer, train
+from mixdiff_ext import training as train_mod
+from mixdiff_ext.training import Trainer, train
 
 DIM = 3
 
@@ -305,8 +305,8 @@ DDP_WORKER = """
 import sys
 import torch
 sys.path.insert(0, {tests!r})
-from test_train import toy_data, toy_model
-from mixdiff_ext.train import Trainer, train
+from test_training import toy_data, toy_model
+from mixdiff_ext.training import Trainer, train
 
 try:  # the first Trainer initialises the process group from the environment, then rejects the batch
     Trainer(toy_model(dtype=torch.float64), toy_data(), batch_size=5, progress=False)
