@@ -3,7 +3,8 @@
 Sampling: N = 100k 2-D samples from an MLP denoiser (hidden 64, depth 3), DDPM ancestral with all 1000
 steps and DDIM with 100 steps, standard prior (DDPM). Three loops run the same network:
 - ours: MixDDPM.sample (fused reverse_step, counter-based noise, chunk-major trajectories, a batch-wide t
-  embedded once);
+  embedded once), and with compile=True (the network call through torch.compile; its one-off
+  compilation is timed separately and excluded);
 - eager: the same sampler written from the formulas with torch ops (one 100k batch, torch.randn);
 - diffusers: DDPMScheduler / DDIMScheduler step loop (one 100k batch), when diffusers is installed.
 Also mixDDPM (K = 8, component embedding, centred input) with our sampler.
@@ -83,6 +84,10 @@ def bench_sampling(device: str, n: int, repeats: int, long_steps: int) -> list[d
         reps = repeats if steps <= 100 else 1
         kw = dict(steps=steps, sampler=sampler, seed=0, progress=False)
         t_ours = median_time(lambda: ddpm.sample(n, **kw), repeats=reps, warmup=1 if steps <= 100 else 0)
+        t0 = time.perf_counter()
+        ddpm.sample(5000, compile=True, **dict(kw, steps=2))  # compiles (both chunk sizes: 4096 and 904)
+        t_compile = time.perf_counter() - t0
+        t_compiled = median_time(lambda: ddpm.sample(n, compile=True, **kw), repeats=reps, warmup=0)
         baselines = {"torch_eager": median_time(
             lambda: eager_sample(ddpm.denoiser, n, ddpm.timesteps_for(steps), abar, ddim, device),
             repeats=reps, warmup=0)}
@@ -92,6 +97,8 @@ def bench_sampling(device: str, n: int, repeats: int, long_steps: int) -> list[d
         t_mix = median_time(lambda: mix.sample(n, **kw), repeats=reps, warmup=0)
         rows.append(row(f"DDPM {sampler} {steps} steps N={n} MLP{HIDDEN}x{DEPTH}", t_ours, baselines,
                         samples_per_s=n / t_ours, goal=">= 1.5x the diffusers loop (issue 4)"))
+        rows.append(row(f"DDPM {sampler} {steps} steps N={n}, compile=True", t_compiled, baselines,
+                        samples_per_s=n / t_compiled, compile_s=t_compile, goal=">= 1.5x the diffusers loop"))
         rows.append(row(f"mixDDPM K=8 {sampler} {steps} steps N={n}", t_mix, {"ddpm_ours": t_ours},
                         samples_per_s=n / t_mix))
     return rows
@@ -131,7 +138,7 @@ def main() -> None:
     rows = bench_sampling(args.device, n, args.repeats, long_steps=1000)
     rows += bench_training(args.device, args.repeats)
     print(f"({time.perf_counter() - t0:.0f} s)")
-    report("sampling", args, rows, extra_keys=("samples_per_s", "steps_per_s", "extra_cost_pct"))
+    report("sampling", args, rows, extra_keys=("samples_per_s", "steps_per_s", "extra_cost_pct", "compile_s"))
 
 
 if __name__ == "__main__":

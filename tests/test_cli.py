@@ -116,3 +116,12 @@ def test_demo_tiny(tmp_path, capsys):
     for name in ("results.md", "config.json", "samples_gmm1d.png", "losses_gmm1d.png"):
         assert (out / name).exists(), name
     assert str(out) in capsys.readouterr().out
+
+
+def test_demo_full_models_on_arrivals(tmp_path):
+    out = tmp_path / "full"
+    assert run("demo", "--full", "--datasets", "arrivals", "--steps", 5, "--out", out, "--no-progress") == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in rows] == ["DDPM", "mixDDPM", "mixDDPM (x_t, t only)", "SGM (VP)", "mixSGM (VP)"]
+    assert all(np.isfinite(r["sliced_w2"]) for r in rows)
+    assert rows[3]["sampler"] == "ode-100"

@@ -111,3 +111,15 @@ def test_compile_fullgraph_sampler_step():
     compiled = torch.compile(step, fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x, labels, t), step(x, labels, t), rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_sampling_matches_eager():
+    model, _ = ring_model(hidden=16, timesteps=100)
+    model.eval()
+    with torch.no_grad():  # a non-trivial network (the output layer starts at zero)
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    kw = dict(steps=10, sampler="ddim", seed=0, progress=False, batch_size=96)  # chunks of 96 and 4 rows
+    torch.testing.assert_close(model.sample(100, compile=True, **kw), model.sample(100, **kw), rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="compile"):
+        model.sample(4, compile="yes", progress=False)
