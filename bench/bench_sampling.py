@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from mixdiff_ext import GaussianMixturePrior
@@ -104,11 +105,17 @@ def bench_sampling(device: str, n: int, repeats: int, long_steps: int) -> list[d
     return rows
 
 
-def bench_training(device: str, repeats: int, steps: int = 50) -> list[dict]:
+def bench_training(device: str, repeats: int, steps: int = 30) -> list[dict]:
+    """Seconds per training step (loss, backward, AdamW) of DDPM and mixDDPM, timed alternately so that
+    both see the same machine load; medians over the repeats."""
     data = ring2d(20_000).to(device)
     prior = GaussianMixturePrior.fit(data.cpu(), 8, seed=0)
+    torch.manual_seed(0)
+    ddpm = MixDDPM(MLP(2, hidden=HIDDEN, depth=DEPTH), GaussianMixturePrior.standard(2)).to(device)
+    torch.manual_seed(0)
+    mix = MixDDPM(MLP(2, hidden=HIDDEN, depth=DEPTH, num_components=8), prior).to(device)
 
-    def step_rate(model):
+    def runner(model):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         g = torch.Generator().manual_seed(0)
 
@@ -119,12 +126,18 @@ def bench_training(device: str, repeats: int, steps: int = 50) -> list[dict]:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        return median_time(run, repeats=repeats) / steps
+        return run
 
-    torch.manual_seed(0)
-    t_ddpm = step_rate(MixDDPM(MLP(2, hidden=HIDDEN, depth=DEPTH), GaussianMixturePrior.standard(2)).to(device))
-    torch.manual_seed(0)
-    t_mix = step_rate(MixDDPM(MLP(2, hidden=HIDDEN, depth=DEPTH, num_components=8), prior).to(device))
+    runs = {"ddpm": runner(ddpm), "mix": runner(mix)}
+    times = {name: [] for name in runs}
+    for run in runs.values():  # warm-up
+        run()
+    for _ in range(repeats):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - t0) / steps)
+    t_ddpm, t_mix = (float(np.median(times[name])) for name in ("ddpm", "mix"))
     return [row("training step mixDDPM K=8 (assignment fused) batch 256", t_mix, {"ddpm": t_ddpm},
                 steps_per_s=1 / t_mix, extra_cost_pct=100 * (t_mix / t_ddpm - 1),
                 goal="mixture costs < 5% more per step (issue 4)")]
@@ -136,7 +149,7 @@ def main() -> None:
     n = 100_000
     t0 = time.perf_counter()
     rows = bench_sampling(args.device, n, args.repeats, long_steps=1000)
-    rows += bench_training(args.device, args.repeats)
+    rows += bench_training(args.device, repeats=15)
     print(f"({time.perf_counter() - t0:.0f} s)")
     report("sampling", args, rows, extra_keys=("samples_per_s", "steps_per_s", "extra_cost_pct", "compile_s"))
 

@@ -3,8 +3,6 @@ the real model (q_sample's row offsets), and torch.compile(fullgraph=True) of on
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -16,7 +14,7 @@ from mixdiff_ext.metrics import sliced_wasserstein
 from mixdiff_ext.models import MixDDPM
 from mixdiff_ext.nets import MLP
 from mixdiff_ext.training import train
-from test_training import Killed, assert_states_equal, free_port, kill_at
+from test_training import Killed, assert_states_equal, kill_at, run_two_ranks
 
 QUIET = dict(progress=False, log_every=10)
 
@@ -64,7 +62,6 @@ sys.path.insert(0, {tests!r})
 from test_end_to_end import ring_model
 from mixdiff_ext.training import train
 
-rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else None
 model, x = ring_model(torch.float64, hidden=16)
 res = train(model, x, steps=5, batch_size=32, lr=1e-2, ema=0.5, log_every=5, progress=False)
 torch.save(res.model.state_dict(), {out!r} + "." + str(torch.distributed.get_rank()))
@@ -75,17 +72,7 @@ def test_ddp_two_processes_match_single_process_with_mixddpm(tmp_path):
     script = tmp_path / "worker.py"
     out = str(tmp_path / "model.pt")
     script.write_text(textwrap.dedent(DDP_WORKER.format(tests=os.path.dirname(os.path.abspath(__file__)), out=out)))
-    env = dict(os.environ, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
-               OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, str(script)], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    outputs = []
-    for p in procs:
-        try:
-            outputs.append(p.communicate(timeout=120)[0])
-        finally:
-            p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
+    run_two_ranks(script)
     model, x = ring_model(torch.float64, hidden=16)
     single = train(model, x, steps=5, batch_size=32, lr=1e-2, ema=0.5, **QUIET)
     for r in range(2):

@@ -525,23 +525,23 @@ def test_bad_inputs(case, device):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        (dict(n=-1), r"n must be a non-negative integer"),
-        (dict(n=2.5), r"n must be a non-negative integer"),
-        (dict(n=4, generator_offset=-1), r"generator_offset must be an integer in \[0, 2\*\*63\), got -1"),
-        (dict(n=4, generator_offset=1.5), r"generator_offset must be an integer in \[0, 2\*\*63\), got 1.5"),
-        (dict(n=4, generator_offset=2**63), r"generator_offset must be an integer in \[0, 2\*\*63\)"),
-        (dict(n=4, generator_offset=True), r"generator_offset must be an integer"),
-        (dict(n=4, seed=True), r"seed must be an integer"),
-        (dict(n=4, seed=1.5), r"seed must be an integer"),
-        (dict(n=4, seed=2**64), r"seed must be an integer"),
-        (dict(n=4, seed=-(2**63) - 1), r"seed must be an integer"),
+        (dict(n=-1), ValueError, r"n must be a non-negative integer"),
+        (dict(n=2.5), ValueError, r"n must be a non-negative integer"),
+        (dict(n=4, generator_offset=-1), ValueError, r"generator_offset must lie in \[0, 2\*\*63\), got -1"),
+        (dict(n=4, generator_offset=1.5), TypeError, r"generator_offset must be an integer, got float"),
+        (dict(n=4, generator_offset=2**63), ValueError, r"generator_offset must lie in \[0, 2\*\*63\)"),
+        (dict(n=4, generator_offset=True), TypeError, r"generator_offset must be an integer, got bool"),
+        (dict(n=4, seed=True), TypeError, r"seed must be an integer, got bool"),
+        (dict(n=4, seed=1.5), TypeError, r"seed must be an integer, got float"),
+        (dict(n=4, seed=2**64), ValueError, r"seed must lie in \[-2\*\*63, 2\*\*64\)"),
+        (dict(n=4, seed=-(2**63) - 1), ValueError, r"seed must lie in \[-2\*\*63, 2\*\*64\)"),
     ],
 )
-def test_prior_sample_rejects_bad_arguments(kwargs, match):
+def test_prior_sample_rejects_bad_arguments(kwargs, error, match):
     prior = _prior(make_mixture(3, 2, "diag", seed=73))
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         prior.sample(**kwargs)
 
 

@@ -328,11 +328,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_two_processes_match_single_process(tmp_path):
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    script = tmp_path / "worker.py"
-    out = str(tmp_path / "result.pt")
-    script.write_text(textwrap.dedent(DDP_WORKER.format(tests=tests_dir, out=out)))
+def run_two_ranks(script) -> None:
+    """Runs `script` as ranks 0 and 1 of a gloo group, with the environment torchrun would set."""
     env = dict(os.environ, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
                OMP_NUM_THREADS="1")
     procs = [
@@ -347,6 +344,14 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         finally:
             p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    script = tmp_path / "worker.py"
+    out = str(tmp_path / "result.pt")
+    script.write_text(textwrap.dedent(DDP_WORKER.format(tests=tests_dir, out=out)))
+    run_two_ranks(script)
 
     single = train(toy_model(dtype=torch.float64), toy_data(dtype=torch.float64), steps=6, batch_size=16, lr=1e-2,
                    ema=0.5, log_every=3, **QUIET)

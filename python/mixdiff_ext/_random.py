@@ -1,21 +1,41 @@
 """Seeds and row offsets of the counter-based generator, as every Python entry point takes them."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
+def is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_seed(seed) -> int:
+    """The op's int64 seed from an integer in [-2**63, 2**64) (the same 64 bits)."""
+    if not is_int(seed):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    seed = int(seed)
+    if not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
+    return seed - 2**64 if seed >= 2**63 else seed
+
+
 def resolve_seed(seed: int | None, generator: torch.Generator | None = None) -> int:
-    """The op's int64 seed. None draws one from `generator` (torch's default generator when None too),
-    so torch.manual_seed makes runs repeatable; integers in [-2**63, 2**64) keep their 64 bits."""
-    if seed is None:
-        return int(torch.randint(0, 2**63 - 1, (1,), generator=generator).item())
-    if isinstance(seed, bool) or int(seed) != seed or not -(2**63) <= seed < 2**64:
-        raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {seed!r}")
-    return int(seed) - 2**64 if seed >= 2**63 else int(seed)
+    """An explicit seed, or (seed=None) one drawn from `generator` (torch's default generator when None
+    too), so torch.manual_seed makes runs repeatable."""
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("pass either seed or generator, not both")
+        return check_seed(seed)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=device).item())
 
 
-def check_offset(name: str, value: int) -> int:
+def check_offset(name: str, value) -> int:
     """A row offset (the index of the first sample in the generator's rows): an integer in [0, 2**63)."""
-    if isinstance(value, bool) or int(value) != value or not 0 <= value < 2**63:
-        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value!r}")
+    if not is_int(value):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if not 0 <= int(value) < 2**63:
+        raise ValueError(f"{name} must lie in [0, 2**63), got {value}")
     return int(value)

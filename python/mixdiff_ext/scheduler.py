@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import ops
+from ._random import check_offset, check_seed, is_int, resolve_seed
 from .prior import GaussianMixturePrior
 from .schedules import DiscreteSchedule, VARIANCE_TYPES, cosine_betas
 
@@ -52,10 +53,6 @@ class _Config(dict):
 # --------------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------------
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _check_bool(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -75,35 +72,6 @@ def _check_choice(value, choices, name: str) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
-
-
-def _check_offset(offset) -> int:
-    if not _is_int(offset):
-        raise TypeError(f"offset must be an integer, got {type(offset).__name__}")
-    if not 0 <= int(offset) < 2**63:
-        raise ValueError(f"offset must lie in [0, 2**63), got {offset}")
-    return int(offset)
-
-
-def _check_seed(seed) -> int:
-    if not _is_int(seed):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    seed = int(seed)
-    if not -(2**63) <= seed < 2**64:
-        raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
-    return seed - 2**64 if seed >= 2**63 else seed  # the same 64 bits, as the op's int64
-
-
-def _resolve_seed(seed, generator) -> int:
-    """An explicit seed, or one drawn from `generator` (torch's default generator when None)."""
-    if seed is not None:
-        if generator is not None:
-            raise ValueError("pass either seed or generator, not both")
-        return _check_seed(seed)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    device = generator.device if generator is not None else "cpu"
-    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=device).item())
 
 
 def _check_sample(t, name: str) -> torch.Tensor:
@@ -175,7 +143,7 @@ class MixtureNoiseScheduler:
     ):
         if prior is not None and not isinstance(prior, GaussianMixturePrior):
             raise TypeError(f"prior must be a GaussianMixturePrior or None, got {type(prior).__name__}")
-        if not _is_int(num_train_timesteps):
+        if not is_int(num_train_timesteps):
             raise TypeError(f"num_train_timesteps must be an integer, got {type(num_train_timesteps).__name__}")
         T = int(num_train_timesteps)
         if not 1 <= T < 2**28:
@@ -191,7 +159,7 @@ class MixtureNoiseScheduler:
         eta = _check_float(eta, "eta")
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        if not _is_int(steps_offset):
+        if not is_int(steps_offset):
             raise TypeError(f"steps_offset must be an integer, got {type(steps_offset).__name__}")
         if not 0 <= int(steps_offset) < T:
             raise ValueError(f"steps_offset must lie in [0, num_train_timesteps), got {steps_offset}")
@@ -249,7 +217,7 @@ class MixtureNoiseScheduler:
         """Descending int64 timesteps with diffusers' spacing rules:
         "leading": arange(n) * (T // n) reversed, plus steps_offset; "trailing": round(arange(T, 0, -T / n)) - 1;
         "linspace": round(linspace(0, T - 1, n)) reversed."""
-        if not _is_int(num_inference_steps):
+        if not is_int(num_inference_steps):
             raise TypeError(f"num_inference_steps must be an integer, got {type(num_inference_steps).__name__}")
         n, T = int(num_inference_steps), self.config.num_train_timesteps
         if not 1 <= n <= T:
@@ -275,7 +243,7 @@ class MixtureNoiseScheduler:
             if timestep.is_floating_point() or timestep.is_complex() or timestep.dtype == torch.bool:
                 raise TypeError(f"timestep must be an integer, got dtype {timestep.dtype}")
             timestep = int(timestep.item())
-        elif not _is_int(timestep):
+        elif not is_int(timestep):
             raise TypeError(f"timestep must be an integer, got {type(timestep).__name__}")
         t = int(timestep)
         if not 0 <= t < self.config.num_train_timesteps:
@@ -343,16 +311,16 @@ class MixtureNoiseScheduler:
         `generator` (torch's default generator when None). shape: the per-sample shape, e.g. (C, H, W):
         x_T then has shape (n, *shape); required when prior=None (it fixes the dimension).
         """
-        if not _is_int(n):
+        if not is_int(n):
             raise TypeError(f"n must be an integer, got {type(n).__name__}")
         if int(n) < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        offset = _check_offset(offset)
+        offset = check_offset("offset", offset)
         if shape is not None:
             if isinstance(shape, (int, np.integer)):
                 shape = (int(shape),)
             shape = tuple(shape)
-            if not shape or not all(_is_int(s) and s >= 1 for s in shape):
+            if not shape or not all(is_int(s) and s >= 1 for s in shape):
                 raise ValueError(f"shape must be a non-empty tuple of positive integers, got {shape}")
             dim = int(np.prod(shape))
         elif self.prior is None:
@@ -365,7 +333,7 @@ class MixtureNoiseScheduler:
                 raise ValueError(f"shape {shape} has {dim} elements but the prior has dim {prior.dim}")
         else:
             prior = self._prior(dim, torch.device("cpu"))[0]
-        seed = _resolve_seed(seed, generator)
+        seed = resolve_seed(seed, generator)
         x, labels = prior.sample(int(n), seed=seed, generator_offset=offset, return_labels=True)
         x = x * self.init_noise_sigma
         if shape is not None:
@@ -376,7 +344,7 @@ class MixtureNoiseScheduler:
     def _check_timesteps(self, timesteps, n: int, device) -> torch.Tensor:
         if timesteps is None:
             raise TypeError("timesteps is required")
-        if _is_int(timesteps):
+        if is_int(timesteps):
             timesteps = torch.tensor([int(timesteps)])
         if not isinstance(timesteps, torch.Tensor):
             raise TypeError(f"timesteps must be an integer torch.Tensor, got {type(timesteps).__name__}")
@@ -408,7 +376,7 @@ class MixtureNoiseScheduler:
         prior, means, factor = self._prior(dim, x0.device)
         t = self._check_timesteps(timesteps, n, x0.device)
         labels = self._labels(labels, n, prior.n_components, x0.device, required=False)
-        offset = _check_offset(offset)
+        offset = check_offset("offset", offset)
         eps = None
         if noise is not None:
             if seed is not None or generator is not None:
@@ -416,7 +384,7 @@ class MixtureNoiseScheduler:
             eps = _flat(_same_layout(noise, x0, "noise", "original_samples"))
             s = 0
         else:
-            s = _resolve_seed(seed, generator)
+            s = resolve_seed(seed, generator)
         signal, noise_scale = self.schedule.forward_coefficients(t)
         x_t, eps_out, labels_out = ops.q_sample(flat, signal, noise_scale, means, factor, prior.covariance_type,
                                                 seed=s, offset=offset, labels=labels, noise=eps)
@@ -483,7 +451,7 @@ class MixtureNoiseScheduler:
         coefs = self.step_coefficients(t, eta, use_clipped_model_output)
         prior, means, factor = self._prior(dim, x.device)
         labels = self._labels(labels, n, prior.n_components, x.device, required=True)
-        offset = _check_offset(offset)
+        offset = check_offset("offset", offset)
         if variance_noise is not None:
             if noise is not None:
                 raise ValueError("pass noise or variance_noise, not both")
@@ -494,9 +462,9 @@ class MixtureNoiseScheduler:
                 raise ValueError("pass noise, or seed / generator to draw it, not both")
             z = _flat(_same_layout(noise, x_in, "noise"))
         elif coefs.coef_noise != 0.0:
-            s = _resolve_seed(seed, generator)
+            s = resolve_seed(seed, generator)
         elif seed is not None:
-            _check_seed(seed)
+            check_seed(seed)
         clip = None
         if self.config.clip_sample:
             clip = (-self.config.clip_sample_range, self.config.clip_sample_range)
