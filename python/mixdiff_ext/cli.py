@@ -75,7 +75,8 @@ def cmd_train(args) -> None:
         from .models import ve_sigma_max
 
         rule_prior = prior if args.model == "mixsgm" else GaussianMixturePrior.standard(prior.dim)
-        config["sigma_max"] = args.sigma_max or ve_sigma_max(rule_prior, x.reshape(x.shape[0], -1).float())
+        config["sigma_max"] = (args.sigma_max if args.sigma_max is not None
+                               else ve_sigma_max(rule_prior, x.reshape(x.shape[0], -1).float()))
     torch.manual_seed(args.seed)
     model = build_model(config, prior)
     os.makedirs(args.out, exist_ok=True)

@@ -185,16 +185,17 @@ class _MixtureDiffusion(nn.Module):
 
     # -- sampling ----------------------------------------------------------------------------------
     def _draw_prior(self, n: int, seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, labels = ops.prior_sample(self.means, self.log_weights, self.cov_factor, self.covariance_type, n, seed,
-                                     offset)
-        return x, labels
+        return tuple(ops.prior_sample(self.means, self.log_weights, self.cov_factor, self.covariance_type, n, seed,
+                                      offset))
 
     def _run(self, n: int, plan: list[_Step], seed: int | None, batch_size: int | None, clip, cond, progress: bool,
-             desc: str, on_chunk: Callable[[int, torch.Tensor, torch.Tensor, list[torch.Tensor] | None], None],
+             desc: str,
+             on_chunk: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor] | None], None],
              keep_trajectory: bool, compile: bool = False) -> None:
         """Runs the plan on chunks of `batch_size` rows: chunk rows [start, start + m) use generator rows
         offset start + i for the prior draw and every step's noise, so the result does not depend on
-        batch_size. Calls on_chunk(start, x_T, x_0, labels[, trajectory])."""
+        batch_size. Calls on_chunk(start, x_T, x_0, labels, trajectory) per chunk (trajectory: the list
+        of states from x_T on when keep_trajectory, else None)."""
         n = _check_int(n, "n", 0)
         if batch_size is None:
             batch_size = CPU_CHUNK_ROWS if self.means.device.type == "cpu" else n
