@@ -21,7 +21,7 @@ cuda-compile-check:
 	cmake --build build/cuda-compile-check --target mixdiff_cuda_compile_check -j2
 
 bench: install
-	cd bench && $(PYTHON) bench_assign.py && $(PYTHON) bench_noise.py && $(PYTHON) bench_sampling.py
+	cd bench && $(PYTHON) bench_assign.py && $(PYTHON) bench_noise.py && $(PYTHON) bench_sampling.py && $(PYTHON) bench_ngmg.py
 
 clean:
 	rm -rf build

@@ -16,4 +16,5 @@ tests_rc=0
 "$PY" bench/bench_assign.py --device cuda --out "$OUT/bench_assign_gpu.json" 2>&1 | tee "$OUT/bench_gpu.log"
 "$PY" bench/bench_noise.py --device cuda --out "$OUT/bench_noise_gpu.json" 2>&1 | tee -a "$OUT/bench_gpu.log"
 "$PY" bench/bench_sampling.py --device cuda --out "$OUT/bench_sampling_gpu.json" 2>&1 | tee -a "$OUT/bench_gpu.log"
+"$PY" bench/bench_ngmg.py --device cuda --out "$OUT/bench_ngmg_gpu.json" 2>&1 | tee -a "$OUT/bench_gpu.log"
 exit "$tests_rc"

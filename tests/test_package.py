@@ -19,7 +19,7 @@ def test_build_info_reports_the_build():
 
 
 def test_ops_are_registered():
-    for name in ("assign_nearest", "gmm_posterior", "estep_stats", "kmeans_stats"):
+    for name in ("assign_nearest", "gmm_posterior", "estep_stats", "kmeans_stats", "ngmg"):
         assert hasattr(torch.ops.mixdiff, name)
 
 

@@ -20,17 +20,18 @@ inline void check_floating(const at::Tensor& t, const char* name) {
               t.scalar_type());
 }
 
-// x [N, D] data and a [K, D] parameter table on the same device.
-inline void check_data_and_means(const at::Tensor& x, const at::Tensor& means, const char* means_name) {
-  check_floating(x, "x");
+// x [N, D] data and a [K, D] parameter table on the same device (x_name: the data argument's name).
+inline void check_data_and_means(const at::Tensor& x, const at::Tensor& means, const char* means_name,
+                                 const char* x_name = "x") {
+  check_floating(x, x_name);
   check_floating(means, means_name);
-  TORCH_CHECK(x.dim() == 2, "mixdiff: x must be 2-D [N, D], got shape ", x.sizes());
+  TORCH_CHECK(x.dim() == 2, "mixdiff: ", x_name, " must be 2-D [N, D], got shape ", x.sizes());
   TORCH_CHECK(means.dim() == 2, "mixdiff: ", means_name, " must be 2-D [K, D], got shape ", means.sizes());
   TORCH_CHECK(means.size(0) >= 1, "mixdiff: ", means_name, " must have at least one row (K >= 1)");
-  TORCH_CHECK(means.size(1) == x.size(1), "mixdiff: ", means_name, " has D=", means.size(1), " but x has D=",
-              x.size(1));
-  TORCH_CHECK(means.device() == x.device(), "mixdiff: ", means_name, " is on ", means.device(), " but x is on ",
-              x.device());
+  TORCH_CHECK(means.size(1) == x.size(1), "mixdiff: ", means_name, " has D=", means.size(1), " but ", x_name,
+              " has D=", x.size(1));
+  TORCH_CHECK(means.device() == x.device(), "mixdiff: ", means_name, " is on ", means.device(), " but ", x_name,
+              " is on ", x.device());
 }
 
 inline CovType parse_cov_type(const std::string& s) {

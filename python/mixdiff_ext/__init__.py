@@ -6,6 +6,7 @@ from . import _library
 _BUILD = _library.load()
 
 from . import ops  # noqa: E402  (registers fake kernels and autograd for the loaded ops)
+from .ops import ngmg_loss  # noqa: E402
 from .prior import GaussianMixturePrior, effort  # noqa: E402
 from . import schedules  # noqa: E402
 from .scheduler import MixtureNoiseScheduler  # noqa: E402
@@ -28,4 +29,4 @@ def build_info() -> dict:
 
 
 __all__ = ["GaussianMixturePrior", "MixDDPM", "MixSGM", "MixtureNoiseScheduler", "TrainResult", "Trainer", "build_info",
-           "data", "effort", "metrics", "nets", "ops", "schedules", "train"]
+           "data", "effort", "metrics", "nets", "ngmg_loss", "ops", "schedules", "train"]

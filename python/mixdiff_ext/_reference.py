@@ -203,3 +203,29 @@ def reverse_step(x, model_output, labels, means, cov_factor, covariance_type, co
             noise = normals(seed, step_stream(STREAM_REVERSE_NOISE, step), rows, d, x.dtype)
         y_prev = y_prev + cz * apply_factor(cov_factor, covariance_type, labels, noise.to(x.dtype))
     return mu + y_prev, (mu + y0) if return_x0 else x.new_empty(0)
+
+
+def _ngmg_log_terms(pred, modes, weights, sigma, normalized, kind):
+    """diff [N, K, D] = y - m_k, sigma_k^2 [K] and a [N, K] = log(w_k c_k) - ||y - m_k||^2 / (2 sigma_k^2)."""
+    var = torch.as_tensor(sigma, dtype=pred.dtype, device=pred.device).reshape(-1).expand(modes.shape[0]) ** 2
+    diff = _sq_diff(pred, modes)
+    a = torch.log(weights) - (diff**2).sum(-1) / (2 * var)
+    if normalized or kind == "log":
+        a = a - 0.5 * pred.shape[1] * torch.log(2 * math.pi * var)
+    return diff, var, a
+
+
+def ngmg_loss_terms(pred, modes, weights, sigma, normalized=False, kind="potential"):
+    """[N] NGMG loss from the formulas (docs/method.md, "NGMG"): -sum_k e^(a_k) or -log sum_k e^(a_k).
+    Differentiable with respect to pred by autograd (the eager baseline of bench/bench_ngmg.py)."""
+    _, _, a = _ngmg_log_terms(pred, modes, weights, sigma, normalized, kind)
+    return -torch.logsumexp(a, dim=1) if kind == "log" else -torch.exp(a).sum(1)
+
+
+def ngmg(pred, modes, weights, sigma, normalized=False, kind="potential"):
+    """(loss [N], grad [N, D]), the gradient in closed form: sum_k g_k (y - m_k) / sigma_k^2 with g_k = e^(a_k)
+    (potential) or the responsibilities softmax(a)_k (log)."""
+    diff, var, a = _ngmg_log_terms(pred, modes, weights, sigma, normalized, kind)
+    g = torch.softmax(a, dim=1) if kind == "log" else torch.exp(a)
+    loss = -torch.logsumexp(a, dim=1) if kind == "log" else -g.sum(1)
+    return loss, torch.einsum("nk,nkd->nd", g / var, diff)

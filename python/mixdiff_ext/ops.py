@@ -7,6 +7,8 @@ Covariance parameters are factors A_k with Sigma_k = A_k A_k^T: nothing for "ide
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -295,3 +297,105 @@ def _(x, model_output, labels, means, cov_factor, covariance_type, coefficients,
       seed, offset, step, return_x0=False):
     dtype = _compute_dtype(x)
     return x.new_empty(x.shape, dtype=dtype), x.new_empty(x.shape if return_x0 else (0,), dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# ngmg
+# --------------------------------------------------------------------------------------------------
+NGMG_KINDS = ("potential", "log")
+NGMG_REDUCTIONS = ("mean", "sum", "none")
+
+
+class NGMG(NamedTuple):
+    loss: torch.Tensor  # [N]: -G(pred) ("potential") or -log sum_k w_k N(pred; m_k, sigma_k^2 I) ("log")
+    grad: torch.Tensor  # [N, D]: the gradient of each row's loss with respect to its prediction
+
+
+def _ngmg_sigma(pred: torch.Tensor, sigma) -> torch.Tensor:
+    """sigma as the op takes it: a tensor, or a Python number made a 0-d tensor on pred's device."""
+    if isinstance(sigma, torch.Tensor):
+        return sigma
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise TypeError(f"ngmg: sigma must be a float or a tensor, got {type(sigma).__name__}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"ngmg: sigma must be finite and positive, got {sigma}")
+    return torch.tensor(float(sigma), dtype=_compute_dtype(pred), device=pred.device)
+
+
+def _check_ngmg_args(pred, modes, weights, normalized, kind) -> None:
+    for name, value in (("pred", pred), ("modes", modes), ("weights", weights)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"ngmg: {name} must be a tensor, got {type(value).__name__}")
+    if not isinstance(normalized, bool):
+        raise TypeError(f"ngmg: normalized must be a bool, got {type(normalized).__name__}")
+    if not isinstance(kind, str):
+        raise TypeError(f"ngmg: kind must be a str, got {type(kind).__name__}")
+    if kind not in NGMG_KINDS:
+        raise ValueError(f"ngmg: kind must be one of {NGMG_KINDS}, got {kind!r}")
+
+
+def ngmg(
+    pred: torch.Tensor,
+    modes: torch.Tensor,
+    weights: torch.Tensor,
+    sigma: torch.Tensor | float,
+    normalized: bool = False,
+    kind: str = "potential",
+) -> NGMG:
+    """Negative Gaussian mixture gradient of each row of pred [N, D] against modes [K, D] with weights [K]
+    (shared) or [N, K] (per row, >= 0) and widths sigma (a float, a one-element tensor or [K]), fused:
+
+    kind="potential": loss = -sum_k w_k c_k exp(-||y - m_k||^2 / (2 sigma_k^2)), c_k = 1, or the normalised
+    Gaussian constant (2 pi sigma_k^2)^(-D/2) with normalized=True; kind="log": loss = -log sum_k w_k
+    N(y; m_k, sigma_k^2 I) (always normalised; needs a positive weight in every row). grad is the loss's
+    gradient with respect to y. Max-shifted: far predictions give a -0 potential with a zero gradient, and
+    a finite log loss. docs/method.md ("NGMG") has the details.
+    """
+    _check_ngmg_args(pred, modes, weights, normalized, kind)
+    loss, grad = torch.ops.mixdiff.ngmg(pred, modes, weights, _ngmg_sigma(pred, sigma), normalized, kind)
+    return NGMG(loss, grad)
+
+
+def ngmg_loss(
+    pred: torch.Tensor,
+    modes: torch.Tensor,
+    weights: torch.Tensor,
+    sigma: torch.Tensor | float,
+    reduction: str = "mean",
+    normalized: bool = False,
+    kind: str = "potential",
+) -> torch.Tensor:
+    """The NGMG loss of `ngmg`, reduced ("mean", "sum" or "none"), differentiable with respect to pred: its
+    backward is the op's fused gradient times the incoming gradient. modes, weights and sigma are constants
+    (no gradient flows to them)."""
+    if reduction not in NGMG_REDUCTIONS:
+        raise ValueError(f"ngmg_loss: reduction must be one of {NGMG_REDUCTIONS}, got {reduction!r}")
+    loss = ngmg(pred, modes, weights, sigma, normalized, kind).loss
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss
+
+
+@torch.library.register_fake("mixdiff::ngmg")
+def _(pred, modes, weights, sigma, normalized, kind):
+    n, d = pred.shape
+    dtype = _compute_dtype(pred)
+    return pred.new_empty((n,), dtype=dtype), pred.new_empty((n, d), dtype=dtype)
+
+
+def _ngmg_setup(ctx, inputs, output):
+    ctx.pred_dtype = inputs[0].dtype
+    ctx.save_for_backward(output[1])
+    # The gradient output is a value, not a differentiable function of pred (that would need the Hessian).
+    ctx.mark_non_differentiable(output[1])
+
+
+def _ngmg_backward(ctx, grad_loss, _grad_grad):
+    (grad,) = ctx.saved_tensors
+    grad_pred = None
+    if ctx.needs_input_grad[0]:
+        grad_pred = (grad_loss.to(grad.dtype).unsqueeze(1) * grad).to(ctx.pred_dtype)
+    return grad_pred, None, None, None, None, None
+
+
+torch.library.register_autograd("mixdiff::ngmg", _ngmg_backward, setup_context=_ngmg_setup)
