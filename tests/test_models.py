@@ -2,7 +2,6 @@
 the prior, chunk- and split-invariance of sampling and of the loss, and bad inputs."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
