@@ -38,7 +38,6 @@ features of a small CNN classifier trained on the digits by this module (``digit
 """
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import threading
@@ -49,6 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._checks import check_real
 
 __all__ = [
     "DIGITS_CLASSIFIER_VERSION",
@@ -140,15 +141,6 @@ def _seed(value, name: str = "seed") -> int:
     return int(value)
 
 
-def _real(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
 # --------------------------------------------------------------------------------------------------
 # 1-D
 # --------------------------------------------------------------------------------------------------
@@ -198,7 +190,7 @@ def sliced_wasserstein(
     x, y = _as_points(x, "x"), _as_points(y, "y")
     _same_dim(x, y, "x", "y")
     projections = _positive_int(projections, "projections")
-    p = _real(p, "p")
+    p = check_real(p, "p")
     if p < 1:
         raise ValueError(f"p must be >= 1, got {p}")
     n, m = x.shape[0], y.shape[0]
@@ -285,7 +277,7 @@ def mmd_rbf(x, y, bandwidth: float | None = None, chunk: int = 4096, *, seed: in
     if bandwidth is None:
         bandwidth = _median_bandwidth(x, y, _seed(seed))
     else:
-        bandwidth = _real(bandwidth, "bandwidth")
+        bandwidth = check_real(bandwidth, "bandwidth")
         if bandwidth <= 0:
             raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
     gamma = 1.0 / (2.0 * bandwidth * bandwidth)
@@ -574,7 +566,7 @@ def mode_coverage(images, classifier: nn.Module | None = None, min_fraction: flo
     The default 0.05 is half the share of a class in balanced data: a class counts as covered unless
     the sampler produces it at less than half its natural rate. min_fraction must lie in (0, 1].
     """
-    min_fraction = _real(min_fraction, "min_fraction")
+    min_fraction = check_real(min_fraction, "min_fraction")
     if not 0 < min_fraction <= 1:
         raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction}")
     counts = class_histogram(images, classifier)

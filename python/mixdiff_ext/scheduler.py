@@ -12,13 +12,13 @@ Components ("labels") are part of the state of a trajectory: `sample_prior` and
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from . import ops
+from ._checks import check_real
 from ._random import check_offset, check_seed, is_int, resolve_seed
 from .prior import GaussianMixturePrior
 from .schedules import DiscreteSchedule, VARIANCE_TYPES, cosine_betas
@@ -57,15 +57,6 @@ def _check_bool(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return bool(value)
-
-
-def _check_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 def _check_choice(value, choices, name: str) -> str:
@@ -153,18 +144,18 @@ class MixtureNoiseScheduler:
         _check_choice(timestep_spacing, TIMESTEP_SPACINGS, "timestep_spacing")
         clip_sample = _check_bool(clip_sample, "clip_sample")
         set_alpha_to_one = _check_bool(set_alpha_to_one, "set_alpha_to_one")
-        clip_sample_range = _check_float(clip_sample_range, "clip_sample_range")
+        clip_sample_range = check_real(clip_sample_range, "clip_sample_range")
         if clip_sample_range <= 0:
             raise ValueError(f"clip_sample_range must be > 0, got {clip_sample_range}")
-        eta = _check_float(eta, "eta")
+        eta = check_real(eta, "eta")
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         if not is_int(steps_offset):
             raise TypeError(f"steps_offset must be an integer, got {type(steps_offset).__name__}")
         if not 0 <= int(steps_offset) < T:
             raise ValueError(f"steps_offset must lie in [0, num_train_timesteps), got {steps_offset}")
-        beta_start = _check_float(beta_start, "beta_start")
-        beta_end = _check_float(beta_end, "beta_end")
+        beta_start = check_real(beta_start, "beta_start")
+        beta_end = check_real(beta_end, "beta_end")
 
         # betas exactly as diffusers builds them (float32), so alphas_cumprod equals diffusers' bit for bit
         if trained_betas is not None:
@@ -410,7 +401,7 @@ class MixtureNoiseScheduler:
             if eta not in (None, 0, 0.0) or use_clipped_model_output:
                 raise ValueError("eta and use_clipped_model_output apply only to sampler='ddim'")
             return self.schedule.ancestral_coefficients(t, prev_t, self.config.variance_type)
-        eta = self.config.eta if eta is None else _check_float(eta, "eta")
+        eta = self.config.eta if eta is None else check_real(eta, "eta")
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         return self.schedule.ddim_coefficients(t, prev_t, eta, use_clipped_model_output,
