@@ -9,7 +9,9 @@ from torch import nn
 
 from conftest import gen, rel_err
 from mixdiff_ext import GaussianMixturePrior
+from mixdiff_ext import GMMConditioner
 from mixdiff_ext import _reference as ref
+from mixdiff_ext._random import SEED_CONDITION_NOISE, derive_seed
 from mixdiff_ext.models import MixDDPM, MixSGM, ve_sigma_max
 from mixdiff_ext.schedules import VESDE, VPSDE, DiscreteSchedule
 
@@ -286,3 +288,212 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="eta"):
         model.sample(4, eta=0.5, progress=False)
     assert model.sample(0, progress=False).shape == (0, 2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# conditioning: conditions -> condition vectors, condition dropout, guidance, the auxiliary NGMG term
+# ----------------------------------------------------------------------------------------------------
+class CondNet(nn.Module):
+    """A tiny denoiser with a condition input; records what it was called with."""
+
+    def __init__(self, dim: int, cond_dim: int, hidden: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim + 1 + cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        self.cond_dim = cond_dim
+        self.calls = []
+
+    def forward(self, x, t, component=None, cond=None):
+        self.calls.append({"x": x, "cond": cond})
+        c = torch.zeros(x.shape[0], self.cond_dim, dtype=x.dtype) if cond is None else cond.to(x.dtype)
+        return self.net(torch.cat([x, t.to(x.dtype)[:, None] / 1000, c], 1))
+
+
+def conditioned_model(mode="features", dtype=torch.float64, **kw):
+    torch.manual_seed(0)
+    conditioner = GMMConditioner(3 if mode == "features" else 5, 6, sigma=0.3, mode=mode, dtype=dtype)
+    model = MixDDPM(CondNet(2, 6).to(dtype), mixture_prior(dtype), conditioner=conditioner, **kw)
+    return model, conditioner
+
+
+def random_attributes(n, mode="features", seed=0):
+    g = gen(seed)
+    return torch.randint(0, 2, (n, 3), generator=g) if mode == "features" else torch.randint(0, 5, (n,), generator=g)
+
+
+@pytest.mark.parametrize("mode", ["features", "classes"])
+def test_loss_conditions_are_the_conditioners_draws(mode):
+    model, conditioner = conditioned_model(mode)
+    x0 = mixture_prior().sample(40, seed=1)
+    t = torch.randint(0, 1000, (40,), generator=gen(2))
+    a = random_attributes(40, mode)
+    loss = model.loss(x0, t=t, seed=5, offset=3, conditions=a)
+    cond = conditioner.sample(a, seed=derive_seed(5, SEED_CONDITION_NOISE), offset=3)
+    assert torch.equal(model.denoiser.calls[-1]["cond"], cond)
+    assert torch.equal(loss, model.loss(x0, t=t, seed=5, offset=3, cond=cond))
+    # the condition noise is not the diffusion noise of the same rows
+    eps = ref.normals(5, ref.STREAM_FORWARD_NOISE, torch.arange(3, 43), 6, torch.float64)
+    assert not torch.allclose((cond - conditioner.centre(a)) / 0.3, eps)
+
+
+def test_loss_with_conditions_and_dropout_splits_like_one_batch():
+    model, _ = conditioned_model(cond_dropout=0.3)
+    x0 = mixture_prior().sample(60, seed=1)
+    t = torch.randint(0, 1000, (60,), generator=gen(2))
+    a = random_attributes(60)
+    full = model.loss(x0, t=t, seed=9, conditions=a)
+    cond_full = model.denoiser.calls[-1]["cond"]
+    halves = [model.loss(x0[s:s + 30], t=t[s:s + 30], seed=9, offset=s, conditions=a[s:s + 30]) for s in (0, 30)]
+    cond_halves = torch.cat([c["cond"] for c in model.denoiser.calls[-2:]])
+    assert torch.equal(cond_full, cond_halves)
+    assert rel_err(full, (halves[0] + halves[1]) / 2) <= 1e-14
+
+
+def test_condition_dropout_rate_and_null_rows():
+    p, n = 0.25, 20000
+    model, conditioner = conditioned_model(cond_dropout=p)
+    x0 = mixture_prior().sample(n, seed=1)
+    a = random_attributes(n)
+    model.loss(x0, t=torch.randint(0, 1000, (n,), generator=gen(2)), seed=4, conditions=a)
+    cond = model.denoiser.calls[-1]["cond"]
+    dropped = (cond == 0).all(1)
+    drawn = conditioner.sample(a, seed=derive_seed(4, SEED_CONDITION_NOISE))
+    assert torch.equal(cond[~dropped], drawn[~dropped])  # kept rows are untouched
+    sd = (p * (1 - p) / n) ** 0.5
+    assert abs(float(dropped.double().mean()) - p) < 4 * sd
+    # the dropout draw is independent of the attributes
+    for v in (0, 1):
+        rows = a[:, 0] == v
+        assert abs(float(dropped[rows].double().mean()) - p) < 4 * (p * (1 - p) / int(rows.sum())) ** 0.5
+
+
+def test_classifier_free_guidance_combines_null_and_conditional():
+    model, conditioner = conditioned_model()
+    x = torch.randn(8, 2, dtype=torch.float64, generator=gen(0))
+    labels = torch.zeros(8, dtype=torch.int64)
+    t = torch.full((8,), 500)
+    cond = conditioner.sample(random_attributes(8), seed=0)
+    means = model.means
+    with torch.no_grad():
+        c = model.predict_noise(x, t, labels, means, cond)
+        null = model.predict_noise(x, t, labels, means, None)
+        guided = model.predict_noise(x, t, labels, means, cond, guidance_scale=3.0)
+    assert not torch.allclose(c, null)
+    torch.testing.assert_close(guided, null + 3.0 * (c - null), rtol=1e-12, atol=1e-12)
+    model.denoiser.calls.clear()
+    model.predict_noise(x, t, labels, means, cond, guidance_scale=1.0)
+    assert len(model.denoiser.calls) == 1  # w = 1 is one network call
+
+
+@pytest.mark.parametrize("mode", ["features", "classes"])
+def test_sampling_with_conditions(mode):
+    model, conditioner = conditioned_model(mode)
+    a = random_attributes(50, mode, seed=3)
+    kw = dict(steps=20, seed=7, progress=False, guidance_scale=2.0)
+    x = model.sample(50, conditions=a, **kw)
+    cond = conditioner.sample(a, seed=derive_seed(7, SEED_CONDITION_NOISE))
+    assert torch.equal(x, model.sample(50, cond=cond, **kw))
+    # chunks change only the network's float rounding
+    torch.testing.assert_close(model.sample(50, conditions=a, batch_size=7, **kw), x, rtol=1e-10, atol=1e-10)
+    assert not torch.equal(x, model.sample(50, conditions=a, **dict(kw, guidance_scale=1.0)))
+    # rows drawn in two calls with their offsets would need the same condition noise: the draw is per row
+    assert torch.equal(cond[20:], conditioner.sample(a[20:], seed=derive_seed(7, SEED_CONDITION_NOISE), offset=20))
+
+
+class Judge(nn.Module):
+    """A fixed linear 'classifier' from x [B, 2] to condition space [B, 6]; records its inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 6).double()
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x)
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("covariance_type", ["identity", "diag", "full"])
+def test_auxiliary_ngmg_term(covariance_type):
+    means = torch.tensor([[-6.0, 1.0], [5.0, -2.0]], dtype=torch.float64)
+    cov = {"identity": None, "diag": torch.tensor([[0.5, 2.0], [1.5, 0.7]], dtype=torch.float64),
+           "full": torch.tensor([[[2.0, 0.3], [0.3, 0.5]], [[1.0, -0.2], [-0.2, 0.8]]], dtype=torch.float64)}
+    prior = GaussianMixturePrior(means, torch.tensor([0.6, 0.4], dtype=torch.float64), cov[covariance_type],
+                                 covariance_type)
+    conditioner = GMMConditioner(3, 6, sigma=0.8, dtype=torch.float64)
+    judge = Judge()
+    torch.manual_seed(0)
+    plain = MixDDPM(CondNet(2, 6).double(), prior, conditioner=conditioner)
+    torch.manual_seed(0)
+    aux = MixDDPM(CondNet(2, 6).double(), prior, conditioner=conditioner, aux_classifier=judge, aux_weight=0.7,
+                  aux_sigma=1.5)
+    x0 = prior.sample(32, seed=1)
+    t = torch.randint(0, 1000, (32,), generator=gen(2))
+    a = random_attributes(32)
+    base = plain.loss(x0, t=t, seed=3, conditions=a)
+    total = aux.loss(x0, t=t, seed=3, conditions=a)
+    # rebuild the term from the network's input and output
+    call = aux.denoiser.calls[-1]
+    labels = prior.assign(x0)
+    mu = means[labels]
+    x_t = call["x"] + mu  # centre_input: the network saw x_t - mu_j
+    eps_hat = aux.denoiser.net(torch.cat([call["x"], t.double()[:, None] / 1000, call["cond"]], 1))
+    abar = aux.schedule.alphas_cumprod[t].double()[:, None]
+    A_eps = ref.apply_factor(prior.cov_factor, covariance_type, labels, eps_hat)
+    x0_hat = mu + (x_t - mu - (1 - abar).sqrt() * A_eps) / abar.sqrt()
+    torch.testing.assert_close(judge.inputs[-1], x0_hat, rtol=1e-10, atol=1e-10)
+    pred = judge.lin(x0_hat)
+    g = torch.stack([ref.ngmg(pred[:, 2 * j:2 * j + 2], conditioner.means[j], torch.stack([1 - a[:, j], a[:, j]], 1)
+                              .double(), torch.tensor(1.5, dtype=torch.float64))[0] for j in range(3)], 1).sum(1)
+    expected = base + 0.7 * (abar[:, 0] * g).mean()
+    assert rel_err(total, expected) <= 1e-10
+    # the term's gradient reaches the denoiser, not the (frozen) judge
+    total.backward()
+    assert all(p.grad is None for p in judge.parameters())
+    assert aux.denoiser.net[0].weight.grad.abs().sum() > 0
+    aux.train()
+    assert not judge.training
+
+
+def test_aux_weight_zero_is_plain_training():
+    conditioner = GMMConditioner(3, 6, sigma=0.8, dtype=torch.float64)
+    torch.manual_seed(0)
+    plain = MixDDPM(CondNet(2, 6).double(), mixture_prior(), conditioner=conditioner)
+    torch.manual_seed(0)
+    zero = MixDDPM(CondNet(2, 6).double(), mixture_prior(), conditioner=conditioner, aux_classifier=Judge(),
+                   aux_weight=0.0)
+    x0 = mixture_prior().sample(16, seed=1)
+    t = torch.randint(0, 1000, (16,), generator=gen(2))
+    a = random_attributes(16)
+    assert torch.equal(plain.loss(x0, t=t, seed=3, conditions=a), zero.loss(x0, t=t, seed=3, conditions=a))
+    assert zero.aux_classifier.inputs == []
+
+
+def test_conditioning_bad_inputs():
+    model, conditioner = conditioned_model()
+    x0 = mixture_prior().sample(4, seed=1)
+    a = random_attributes(4)
+    plain = MixDDPM(CondNet(2, 6).double(), mixture_prior())
+    with pytest.raises(ValueError, match="no conditioner"):
+        plain.loss(x0, conditions=a)
+    with pytest.raises(ValueError, match="either cond or conditions"):
+        model.loss(x0, cond=torch.zeros(4, 6, dtype=torch.float64), conditions=a)
+    with pytest.raises(ValueError, match="cond must be"):
+        model.loss(x0, cond=torch.zeros(3, 6, dtype=torch.float64))
+    with pytest.raises(ValueError, match="cond_dropout"):
+        MixDDPM(CondNet(2, 6), mixture_prior(torch.float32), conditioner=conditioner, cond_dropout=1.0)
+    with pytest.raises(TypeError, match="conditioner"):
+        MixDDPM(CondNet(2, 6), mixture_prior(torch.float32), conditioner="features")
+    with pytest.raises(ValueError, match="aux_weight > 0 needs"):
+        MixDDPM(CondNet(2, 6), mixture_prior(torch.float32), conditioner=conditioner, aux_weight=1.0)
+    with pytest.raises(ValueError, match="aux_weight"):
+        MixDDPM(CondNet(2, 6), mixture_prior(torch.float32), aux_weight=-1.0)
+    with pytest.raises(ValueError, match="aux_kind"):
+        MixDDPM(CondNet(2, 6), mixture_prior(torch.float32), aux_kind="bce")
+    aux = MixDDPM(CondNet(2, 6).double(), mixture_prior(), conditioner=conditioner, aux_classifier=Judge(),
+                  aux_weight=1.0)
+    with pytest.raises(ValueError, match="needs `conditions`"):
+        aux.loss(x0, cond=conditioner.sample(a, seed=0))
+    with pytest.raises(TypeError, match="guidance_scale"):
+        model.sample(4, conditions=a, guidance_scale="2", progress=False)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        model.sample(4, guidanse_scale=2.0, progress=False)

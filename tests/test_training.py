@@ -365,3 +365,36 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         assert got["model"]["seen"] == 8 * 6, "each rank saw half of each global batch"
         for a, b in zip(got["history"], single.history):
             assert a["step"] == b["step"] and abs(a["loss"] - b["loss"]) < 1e-10 * b["loss"]
+
+
+class RecordingModel(nn.Module):
+    """Records the (x0, conditions) pairs the trainer passes to loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.seen = []
+
+    def sample_timesteps(self, n, generator=None):
+        return torch.randint(0, 10, (n,), generator=generator)
+
+    def loss(self, x0, t=None, seed=None, offset=0, conditions=None):
+        self.seen.append((x0.clone(), None if conditions is None else conditions.clone()))
+        return ((x0.sum(1) - self.w) ** 2).mean()
+
+
+def test_conditions_follow_their_data_rows():
+    data = torch.arange(40, dtype=torch.float32).reshape(20, 2)
+    conditions = torch.arange(20) * 10  # row i's condition is 10 i
+    model = RecordingModel()
+    train(model, data, steps=7, batch_size=6, conditions=conditions.numpy(), **QUIET)
+    assert len(model.seen) == 7
+    for x0, cond in model.seen:
+        assert torch.equal(cond, (x0[:, 0] / 2).long() * 10)
+    plain = RecordingModel()
+    train(plain, data, steps=2, batch_size=6, **QUIET)
+    assert all(cond is None for _, cond in plain.seen)  # no conditions: loss is called without them
+    with pytest.raises(ValueError, match="conditions must have one row per data row"):
+        train(RecordingModel(), data, steps=1, batch_size=6, conditions=conditions[:5], **QUIET)
+    with pytest.raises(ValueError, match="conditions must be a torch.Tensor"):
+        train(RecordingModel(), data, steps=1, batch_size=6, conditions=[1, 2], **QUIET)

@@ -11,6 +11,8 @@ from .prior import GaussianMixturePrior, effort  # noqa: E402
 from . import schedules  # noqa: E402
 from .scheduler import MixtureNoiseScheduler  # noqa: E402
 from . import data, metrics, nets  # noqa: E402
+from .conditioning import GMMConditioner, attribute_classes  # noqa: E402
+from .classifier import AttributeClassifier, AttributeObjective  # noqa: E402
 from .models import MixDDPM, MixSGM  # noqa: E402
 from .training import Trainer, TrainResult, train  # noqa: E402
 
@@ -28,5 +30,6 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["GaussianMixturePrior", "MixDDPM", "MixSGM", "MixtureNoiseScheduler", "TrainResult", "Trainer", "build_info",
-           "data", "effort", "metrics", "nets", "ngmg_loss", "ops", "schedules", "train"]
+__all__ = ["AttributeClassifier", "AttributeObjective", "GMMConditioner", "GaussianMixturePrior", "MixDDPM", "MixSGM",
+           "MixtureNoiseScheduler", "TrainResult", "Trainer", "attribute_classes", "build_info", "data", "effort",
+           "metrics", "nets", "ngmg_loss", "ops", "schedules", "train"]

@@ -39,3 +39,19 @@ def check_offset(name: str, value) -> int:
     if not 0 <= int(value) < 2**63:
         raise ValueError(f"{name} must lie in [0, 2**63), got {value}")
     return int(value)
+
+
+# Purposes of seeds derived from one call's seed, so that draws made for different purposes with the same
+# row offsets are independent (e.g. a training step's diffusion noise and its condition noise).
+SEED_CONDITION_NOISE = 1
+SEED_CONDITION_DROPOUT = 2
+
+
+def derive_seed(seed: int, purpose: int) -> int:
+    """An int64 seed for `purpose` derived from `seed` by SplitMix64's finaliser (a bijection of 64-bit
+    words, so different (seed, purpose) pairs almost never collide and the result looks unrelated)."""
+    mask = 2**64 - 1
+    z = (check_seed(seed) + purpose * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return check_seed(z ^ (z >> 31))

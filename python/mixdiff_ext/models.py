@@ -13,6 +13,13 @@ sampling (`batch_size`) and data-parallel training give the same numbers as one 
 What the network sees (docs/method.md, "What the network sees"): `component_input="embedding"` passes
 the component j to the denoiser, `centre_input=True` feeds x_t - mu_j instead of x_t. The paper-faithful
 variant is `component_input="none", centre_input=False`.
+
+Conditioning (docs/method.md, "Conditioning"): with a `GMMConditioner`, `loss(..., conditions=a)` and
+`sample(..., conditions=a)` turn attributes or class ids into condition vectors c drawn from the
+conditioner's mixture, with counter-based noise of a seed derived from the call's seed. `cond_dropout`
+replaces c by the null condition (zeros) for that fraction of training rows, and `guidance_scale` w
+mixes eps_null + w (eps_c - eps_null) at sampling (classifier-free guidance). `aux_classifier` with
+`aux_weight` lambda > 0 adds lambda * mean_i signal_i^2 NGMG(f(x0_hat_i), mixture of a_i) to the loss.
 """
 from __future__ import annotations
 
@@ -23,7 +30,10 @@ import torch
 from torch import nn
 
 from . import ops
-from ._random import check_offset, resolve_seed
+from ._checks import check_real
+from ._random import SEED_CONDITION_DROPOUT, SEED_CONDITION_NOISE, check_offset, derive_seed, resolve_seed
+from ._reference import apply_factor  # pure-torch, differentiable A_j v (x0_hat for the auxiliary term)
+from .conditioning import GMMConditioner
 from .prior import GaussianMixturePrior
 from .schedules import VESDE, VPSDE, DiscreteSchedule
 
@@ -86,7 +96,9 @@ class _MixtureDiffusion(nn.Module):
     loop. Subclasses supply the time distribution, the forward coefficients and the step plans."""
 
     def __init__(self, denoiser: nn.Module, prior: GaussianMixturePrior, component_input: str, centre_input: bool,
-                 sample_shape: Sequence[int] | None):
+                 sample_shape: Sequence[int] | None, *, conditioner: GMMConditioner | None = None,
+                 cond_dropout: float = 0.0, aux_classifier: nn.Module | None = None, aux_weight: float = 0.0,
+                 aux_sigma: float | None = None, aux_kind: str = "potential"):
         super().__init__()
         if not isinstance(denoiser, nn.Module):
             raise TypeError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
@@ -107,6 +119,37 @@ class _MixtureDiffusion(nn.Module):
         self.register_buffer("means", prior.means.detach().clone())
         self.register_buffer("log_weights", prior.log_weights.detach().clone())
         self.register_buffer("cov_factor", None if prior.cov_factor is None else prior.cov_factor.detach().clone())
+        self._init_conditioning(conditioner, cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind)
+
+    def _init_conditioning(self, conditioner, cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind) -> None:
+        if conditioner is not None and not isinstance(conditioner, GMMConditioner):
+            raise TypeError(f"conditioner must be a GMMConditioner, got {type(conditioner).__name__}")
+        cond_dropout = check_real(cond_dropout, "cond_dropout")
+        if not 0.0 <= cond_dropout < 1.0:
+            raise ValueError(f"cond_dropout must lie in [0, 1), got {cond_dropout}")
+        aux_weight = check_real(aux_weight, "aux_weight")
+        if aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
+        if aux_classifier is not None and not isinstance(aux_classifier, nn.Module):
+            raise TypeError(f"aux_classifier must be a torch.nn.Module, got {type(aux_classifier).__name__}")
+        if aux_weight > 0 and (aux_classifier is None or conditioner is None):
+            raise ValueError("aux_weight > 0 needs an aux_classifier and a conditioner (its mixture is the target)")
+        if aux_sigma is not None and not check_real(aux_sigma, "aux_sigma") > 0:
+            raise ValueError(f"aux_sigma must be > 0, got {aux_sigma}")
+        _check_choice(aux_kind, ("potential", "log"), "aux_kind")
+        self.conditioner = conditioner
+        self.cond_dropout = cond_dropout
+        # the classifier is a fixed judge: frozen here and kept in eval mode by train()
+        self.aux_classifier = None if aux_classifier is None else aux_classifier.requires_grad_(False).eval()
+        self.aux_weight = aux_weight
+        self.aux_sigma = None if aux_sigma is None else float(aux_sigma)
+        self.aux_kind = aux_kind
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.aux_classifier is not None:
+            self.aux_classifier.eval()
+        return self
 
     # -- the prior ---------------------------------------------------------------------------------
     @property
@@ -135,13 +178,60 @@ class _MixtureDiffusion(nn.Module):
         return x.reshape(x.shape[0], self.means.shape[1])
 
     def predict_noise(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, means: torch.Tensor,
-                      cond: torch.Tensor | None = None) -> torch.Tensor:
+                      cond: torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
         """eps_hat for flat rows x [B, D] with components `labels`: what the denoiser sees follows
-        component_input and centre_input. Returns [B, D]."""
-        net_x = x - means[labels] if self.centre_input else x
+        component_input and centre_input. With a condition and guidance_scale w != 1, classifier-free
+        guidance eps_null + w (eps_cond - eps_null), where the null condition is cond=None. Returns [B, D]."""
+        net_x = (x - means[labels] if self.centre_input else x).reshape(x.shape[0], *self.sample_shape)
         component = labels if self.component_input == "embedding" else None
-        out = self.denoiser(net_x.reshape(x.shape[0], *self.sample_shape), t, component=component, cond=cond)
+        out = self.denoiser(net_x, t, component=component, cond=cond)
+        if cond is not None and guidance_scale != 1.0:
+            null = self.denoiser(net_x, t, component=component, cond=None)
+            out = null + guidance_scale * (out - null)
         return out.reshape(x.shape)
+
+    # -- conditions --------------------------------------------------------------------------------
+    def _condition(self, n: int, cond: torch.Tensor | None, conditions, seed: int, offset: int) -> torch.Tensor | None:
+        """The condition vectors of n rows: `cond` as given, or drawn by the conditioner for the attributes
+        or class ids `conditions` (row i uses row offset + i of a seed derived from `seed`)."""
+        if conditions is not None:
+            if self.conditioner is None:
+                raise ValueError("conditions were given but the model has no conditioner")
+            if cond is not None:
+                raise ValueError("pass either cond or conditions, not both")
+            cond = self.conditioner.sample(conditions, seed=derive_seed(seed, SEED_CONDITION_NOISE), offset=offset)
+        if cond is not None and (not isinstance(cond, torch.Tensor) or not cond.is_floating_point()
+                                 or cond.dim() != 2 or cond.shape[0] != n):
+            raise ValueError(f"cond must be a floating-point tensor of shape [{n}, cond_dim], got "
+                             f"{tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__}")
+        return cond
+
+    def _kept_rows(self, n: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
+        """Condition dropout: 1.0 for the rows that keep their condition, 0.0 for those that get the null
+        one. A counter-based categorical draw (keep with 1 - cond_dropout), so it is batch-invariant."""
+        p = self.cond_dropout
+        log_weights = torch.tensor([math.log1p(-p), math.log(p)], device=device)
+        drawn = ops.prior_sample(torch.zeros(2, 1, device=device), log_weights, None, "identity", n,
+                                 derive_seed(seed, SEED_CONDITION_DROPOUT), offset).labels
+        return (drawn == 0).to(torch.float32)
+
+    def _aux_loss(self, x_t, eps_hat, signal, noise_scale, labels, means, factor, cov_type, conditions,
+                  kept) -> torch.Tensor:
+        """mean_i signal_i^2 NGMG(f(x0_hat_i), mixture of conditions_i) over the rows that keep their
+        condition, with x0_hat = mu_j + (x_t - mu_j - s A_j eps_hat) / m. The weight signal^2 keeps the
+        gradient through x0_hat (which carries 1 / signal) bounded at high noise."""
+        if conditions is None:
+            raise ValueError("aux_weight > 0: the loss needs `conditions` (the attributes whose mixture is the target)")
+        m = signal.to(x_t.dtype)[:, None]
+        mu = means[labels]
+        x0_hat = mu + (x_t - mu - noise_scale.to(x_t.dtype)[:, None] * apply_factor(factor, cov_type, labels, eps_hat)) / m
+        pred = self.aux_classifier(x0_hat.reshape(x_t.shape[0], *self.sample_shape))
+        per_row = self.conditioner.ngmg_loss(pred, conditions, sigma=self.aux_sigma, kind=self.aux_kind,
+                                             reduction="none")
+        weight = m[:, 0] ** 2
+        if kept is not None:
+            weight = weight * kept.to(weight.dtype)
+        return torch.mean(weight * per_row.to(weight.dtype))
 
     # -- training ----------------------------------------------------------------------------------
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -151,13 +241,15 @@ class _MixtureDiffusion(nn.Module):
         raise NotImplementedError
 
     def loss(self, x0: torch.Tensor, t: torch.Tensor | None = None, seed: int | None = None, offset: int = 0,
-             cond: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean squared error ||eps - eps_hat||^2 over the rows of x0 [B, *sample_shape].
+             cond: torch.Tensor | None = None, labels: torch.Tensor | None = None, conditions=None) -> torch.Tensor:
+        """Mean squared error ||eps - eps_hat||^2 over the rows of x0 [B, *sample_shape], plus
+        aux_weight times the auxiliary NGMG term when the model has one.
 
         t: per-row times (None: drawn with `sample_timesteps` from torch's default generator). Noise eps
         for row i is row offset + i of the counter-based stream of `seed` (None: drawn from torch's
         default generator). labels: each row's component (None: the nearest centre, assigned inside
-        q_sample)."""
+        q_sample). cond: condition vectors [B, cond_dim]; or conditions: attributes [B, M] / class ids [B]
+        that the conditioner turns into condition vectors. cond_dropout applies to either."""
         flat = self._flatten(x0, "x0")
         n = flat.shape[0]
         if n == 0:
@@ -169,12 +261,21 @@ class _MixtureDiffusion(nn.Module):
                              f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
         seed = resolve_seed(seed)
         offset = check_offset("offset", offset)
+        cond = self._condition(n, cond, conditions, seed, offset)
+        kept = None
+        if cond is not None and self.cond_dropout > 0:
+            kept = self._kept_rows(n, seed, offset, cond.device)
+            cond = cond * kept[:, None].to(cond.dtype)
         signal, noise_scale = self._forward_coefficients(t)
         means, factor, cov_type = self._prior_args(flat.dtype)
         x_t, eps, labels = ops.q_sample(flat, signal, noise_scale, means, factor, cov_type, seed=seed,
                                         offset=offset, labels=labels)
         eps_hat = self.predict_noise(x_t, self._net_time(t), labels, means, cond)
-        return torch.mean((eps_hat - eps) ** 2)
+        loss = torch.mean((eps_hat - eps) ** 2)
+        if self.aux_weight > 0:
+            loss = loss + self.aux_weight * self._aux_loss(x_t, eps_hat, signal, noise_scale, labels, means, factor,
+                                                           cov_type, conditions, kept)
+        return loss
 
     def forward(self, x0: torch.Tensor, **kwargs) -> torch.Tensor:
         """The training loss (so DistributedDataParallel, which wraps forward, sees it)."""
@@ -188,27 +289,29 @@ class _MixtureDiffusion(nn.Module):
         return tuple(ops.prior_sample(self.means, self.log_weights, self.cov_factor, self.covariance_type, n, seed,
                                       offset))
 
-    def _run(self, n: int, plan: list[_Step], seed: int | None, batch_size: int | None, clip, cond, progress: bool,
-             desc: str,
+    def _run(self, n: int, plan: list[_Step], options: dict, desc: str,
              on_chunk: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor] | None], None],
-             keep_trajectory: bool, compile: bool = False) -> None:
+             keep_trajectory: bool = False) -> None:
         """Runs the plan on chunks of `batch_size` rows: chunk rows [start, start + m) use generator rows
-        offset start + i for the prior draw and every step's noise, so the result does not depend on
-        batch_size. Calls on_chunk(start, x_T, x_0, labels, trajectory) per chunk (trajectory: the list
-        of states from x_T on when keep_trajectory, else None)."""
+        offset start + i for the prior draw, the condition noise and every step's noise, so the result
+        does not depend on batch_size. `options`: the sampling options every sampler shares (seed,
+        batch_size, clip, cond, conditions, guidance_scale, progress, compile). Calls on_chunk(start, x_T,
+        x_0, labels, trajectory) per chunk (trajectory: the states from x_T on when keep_trajectory)."""
         n = _check_int(n, "n", 0)
+        batch_size = options["batch_size"]
         if batch_size is None:
             batch_size = CPU_CHUNK_ROWS if self.means.device.type == "cpu" else n
         batch_size = _check_int(batch_size, "batch_size", 1)
-        seed = resolve_seed(seed)
-        if cond is not None and (not isinstance(cond, torch.Tensor) or cond.shape[0] != n):
-            raise ValueError(f"cond must be a tensor with n = {n} rows")
+        seed = resolve_seed(options["seed"])
+        cond = self._condition(n, options["cond"], options["conditions"], seed, 0)
+        guidance_scale = check_real(options["guidance_scale"], "guidance_scale")
+        compile = options["compile"]
         if not isinstance(compile, bool):
             raise TypeError(f"compile must be a bool, got {type(compile).__name__}")
         predict = _predict_noise_compiled() if compile else type(self).predict_noise
         chunks = range(0, n, batch_size)
         bar = None
-        if progress:  # tqdm is imported only when asked for
+        if options["progress"]:  # tqdm is imported only when asked for
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(plan) * len(chunks), desc=desc, unit="step", leave=False)
@@ -222,9 +325,9 @@ class _MixtureDiffusion(nn.Module):
                 for step in plan:
                     # one value for the whole chunk: a stride-0 view, so a denoiser may embed it once
                     t = torch.full((1,), step.net_time, dtype=torch.float32, device=x.device).expand(m)
-                    eps_hat = predict(self, x, t, labels, means, chunk_cond)
+                    eps_hat = predict(self, x, t, labels, means, chunk_cond, guidance_scale)
                     x = ops.reverse_step(x, eps_hat.to(x.dtype), labels, means, factor, cov_type, step.coefficients,
-                                         seed=seed, step=step.step_id, offset=start, clip=clip).prev_sample
+                                         seed=seed, step=step.step_id, offset=start, clip=options["clip"]).prev_sample
                     if trajectory is not None:
                         trajectory.append(x)
                     if bar is not None:
@@ -233,8 +336,7 @@ class _MixtureDiffusion(nn.Module):
         if bar is not None:
             bar.close()
 
-    def _sample(self, n, plan, seed, batch_size, clip, cond, progress, desc, return_labels, return_trajectory,
-                compile):
+    def _sample(self, n, plan, options, desc, return_labels, return_trajectory):
         shape = self.sample_shape
         n = _check_int(n, "n", 0)
         out = self.means.new_empty((n, self.means.shape[1]))
@@ -249,21 +351,28 @@ class _MixtureDiffusion(nn.Module):
             if traj is not None:
                 traj[:, start:start + x0.shape[0]] = torch.stack(trajectory)
 
-        self._run(n, plan, seed, batch_size, clip, cond, progress, desc, keep, return_trajectory, compile)
+        self._run(n, plan, options, desc, keep, return_trajectory)
         samples = out.reshape(n, *shape)
         if not (return_labels or return_trajectory):
             return samples
         return Sampled(samples, out_labels, out_initial.reshape(n, *shape),
                        None if traj is None else traj.reshape(len(plan) + 1, n, *shape))
 
-    def _effort(self, n, plan, seed, batch_size, clip, cond, progress, desc) -> float:
+    def _effort(self, n, plan, options) -> float:
         total = torch.zeros((), dtype=torch.float64)
 
         def accumulate(start, x_T, x0, labels, trajectory):
             total.add_(((x0 - x_T).double() ** 2).sum().cpu())
 
-        self._run(n, plan, seed, batch_size, clip, cond, progress, desc, accumulate, False)
+        self._run(n, plan, options, "effort", accumulate)
         return float(total) / max(n, 1)
+
+
+def _sampling_options(seed=None, batch_size=None, clip=None, cond=None, conditions=None, guidance_scale=1.0,
+                      progress=True, compile=False) -> dict:
+    """The options every sampler of both models takes (MixDDPM.sample documents them)."""
+    return dict(seed=seed, batch_size=batch_size, clip=clip, cond=cond, conditions=conditions,
+                guidance_scale=guidance_scale, progress=progress, compile=compile)
 
 
 class MixDDPM(_MixtureDiffusion):
@@ -279,12 +388,18 @@ class MixDDPM(_MixtureDiffusion):
         centre_input: feed x_t - mu_j instead of x_t.
         variance_type: ancestral sampler's sigma_t^2: "fixed_small" (posterior variance) or "fixed_large" (beta_t).
         sample_shape: per-sample shape, e.g. (1, 8, 8) for images; default (prior.dim,).
+        conditioner: a GMMConditioner: `loss` and `sample` then take `conditions` (attributes / class ids).
+        cond_dropout: fraction of training rows whose condition is replaced by the null one (zeros), for
+            classifier-free guidance (`sample(..., guidance_scale=w)`).
+        aux_classifier, aux_weight, aux_sigma, aux_kind: the auxiliary term aux_weight * mean_i signal_i^2
+            NGMG(aux_classifier(x0_hat_i), conditioner mixture of conditions_i), NGMG kernel width aux_sigma
+            (None: the conditioner's sigma) and kind "potential" or "log"; the classifier is frozen.
     """
 
     def __init__(self, denoiser: nn.Module, prior: GaussianMixturePrior, schedule="linear", timesteps: int = 1000,
                  component_input: str = "embedding", centre_input: bool = True, variance_type: str = "fixed_small",
-                 sample_shape: Sequence[int] | None = None):
-        super().__init__(denoiser, prior, component_input, centre_input, sample_shape)
+                 sample_shape: Sequence[int] | None = None, **conditioning):
+        super().__init__(denoiser, prior, component_input, centre_input, sample_shape, **conditioning)
         if isinstance(schedule, str):
             schedule = DiscreteSchedule.from_name(schedule, _check_int(timesteps, "timesteps", 1))
         if not isinstance(schedule, DiscreteSchedule):
@@ -329,26 +444,31 @@ class MixDDPM(_MixtureDiffusion):
         return [_Step(float(t), c, t) for t, c in zip(ts, coefs)]
 
     def sample(self, n: int, steps: int | None = None, sampler: str = "ancestral", eta: float = 0.0,
-               seed: int | None = None, batch_size: int | None = None, return_trajectory: bool = False,
-               progress: bool = True, return_labels: bool = False, clip: tuple[float, float] | None = None,
-               cond: torch.Tensor | None = None, compile: bool = False):
+               return_trajectory: bool = False, return_labels: bool = False, **options):
         """n samples [n, *sample_shape] by `steps` reverse steps (all T when None) of the ancestral
-        (DDPM) or DDIM (eta) sampler, each trajectory centred on its drawn component.
-
-        seed=None draws the seed from torch's default generator. batch_size: rows per chunk (default:
-        CPU_CHUNK_ROWS on the CPU, all n on a GPU); it changes nothing but the network's float rounding. clip=(lo, hi) clips x0_hat in data space. With
+        (DDPM) or DDIM (eta) sampler, each trajectory centred on its drawn component. With
         return_labels / return_trajectory returns Sampled(samples, labels, initial, trajectory).
-        compile=True runs the network call through torch.compile (compiled once per process, ~10-30 s on
-        a CPU; then about 2x faster for the bundled MLP, bench/bench_sampling.py)."""
+
+        Options (keywords; MixSGM.sample takes the same):
+            seed: the counter-based generator's seed (None: drawn from torch's default generator).
+            batch_size: rows per chunk (default: CPU_CHUNK_ROWS on the CPU, all n on a GPU); it changes
+                nothing but the network's float rounding.
+            clip: (lo, hi) clips x0_hat in data space.
+            cond: condition vectors [n, cond_dim]; or conditions: attributes [n, M] / class ids [n] that
+                the model's conditioner turns into condition vectors (drawn, batch-invariantly).
+            guidance_scale: classifier-free guidance weight w (1: plain conditional sampling).
+            progress: a tqdm bar (default True).
+            compile: run the network call through torch.compile (compiled once per process, ~10-30 s
+                on a CPU; then about 2x faster for the bundled MLP, bench/bench_sampling.py)."""
         plan = self.plan(steps, sampler, eta)
-        return self._sample(n, plan, seed, batch_size, clip, cond, progress, f"{sampler} sampling", return_labels,
-                            return_trajectory, compile)
+        return self._sample(n, plan, _sampling_options(**options), f"{sampler} sampling", return_labels,
+                            return_trajectory)
 
     def reverse_effort(self, n: int, steps: int | None = None, sampler: str = "ancestral", eta: float = 0.0,
-                       seed: int | None = None, batch_size: int | None = None, progress: bool = False,
-                       clip: tuple[float, float] | None = None, cond: torch.Tensor | None = None) -> float:
-        """The empirical reverse effort: mean ||x_T - x_0||^2 over n sampled trajectories."""
-        return self._effort(n, self.plan(steps, sampler, eta), seed, batch_size, clip, cond, progress, "effort")
+                       progress: bool = False, **options) -> float:
+        """The empirical reverse effort: mean ||x_T - x_0||^2 over n sampled trajectories (options as
+        for sample)."""
+        return self._effort(n, self.plan(steps, sampler, eta), _sampling_options(progress=progress, **options))
 
 
 def ve_sigma_max(prior: GaussianMixturePrior, x: torch.Tensor, max_rows: int = 4096, seed: int = 0) -> float:
@@ -390,13 +510,15 @@ class MixSGM(_MixtureDiffusion):
         sde: "vp" or "ve", or a VPSDE / VESDE.
         beta_min, beta_max (VP), sigma_min, sigma_max (VE; see `ve_sigma_max`), eps_t: the SDE's parameters
             when sde is a name (eps_t default: 1e-3 for VP, 1e-5 for VE).
+        component_input, centre_input, sample_shape, and the conditioning keywords (conditioner,
+            cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind): as MixDDPM.
     """
 
     def __init__(self, score_net: nn.Module, prior: GaussianMixturePrior, sde="vp", beta_min: float = 0.1,
                  beta_max: float = 20.0, sigma_min: float = 0.01, sigma_max: float = 50.0, eps_t: float | None = None,
                  component_input: str = "embedding", centre_input: bool = True,
-                 sample_shape: Sequence[int] | None = None):
-        super().__init__(score_net, prior, component_input, centre_input, sample_shape)
+                 sample_shape: Sequence[int] | None = None, **conditioning):
+        super().__init__(score_net, prior, component_input, centre_input, sample_shape, **conditioning)
         if sde == "vp":
             sde = VPSDE(beta_min, beta_max, 1e-3 if eps_t is None else eps_t)
         elif sde == "ve":
@@ -451,21 +573,19 @@ class MixSGM(_MixtureDiffusion):
             plan.append(_Step(t, coefs, i))
         return plan
 
-    def sample(self, n: int, steps: int = 1000, sampler: str = "euler_maruyama", seed: int | None = None,
-               batch_size: int | None = None, snr: float = 0.16, corrector_steps: int = 1,
-               return_trajectory: bool = False, progress: bool = True, return_labels: bool = False,
-               clip: tuple[float, float] | None = None, cond: torch.Tensor | None = None, compile: bool = False):
+    def sample(self, n: int, steps: int = 1000, sampler: str = "euler_maruyama", snr: float = 0.16,
+               corrector_steps: int = 1, return_trajectory: bool = False, return_labels: bool = False, **options):
         """n samples by `steps` steps of the reverse SDE (Euler-Maruyama), predictor-corrector ("pc",
         Langevin corrector with signal-to-noise ratio snr) or the probability-flow ODE ("ode").
-        seed, batch_size, return_*, clip, cond, compile: as MixDDPM.sample."""
+        return_*, and the options (seed, batch_size, clip, cond, conditions, guidance_scale, progress,
+        compile): as MixDDPM.sample."""
         plan = self.plan(steps, sampler, snr, corrector_steps)
-        return self._sample(n, plan, seed, batch_size, clip, cond, progress, f"{sampler} sampling", return_labels,
-                            return_trajectory, compile)
+        return self._sample(n, plan, _sampling_options(**options), f"{sampler} sampling", return_labels,
+                            return_trajectory)
 
-    def reverse_effort(self, n: int, steps: int = 1000, sampler: str = "euler_maruyama", seed: int | None = None,
-                       batch_size: int | None = None, snr: float = 0.16, corrector_steps: int = 1,
-                       progress: bool = False, clip: tuple[float, float] | None = None,
-                       cond: torch.Tensor | None = None) -> float:
-        """The empirical reverse effort: mean ||x_T - x_0||^2 over n sampled trajectories."""
-        return self._effort(n, self.plan(steps, sampler, snr, corrector_steps), seed, batch_size, clip, cond,
-                            progress, "effort")
+    def reverse_effort(self, n: int, steps: int = 1000, sampler: str = "euler_maruyama", snr: float = 0.16,
+                       corrector_steps: int = 1, progress: bool = False, **options) -> float:
+        """The empirical reverse effort: mean ||x_T - x_0||^2 over n sampled trajectories (options as
+        for MixDDPM.sample)."""
+        return self._effort(n, self.plan(steps, sampler, snr, corrector_steps),
+                            _sampling_options(progress=progress, **options))

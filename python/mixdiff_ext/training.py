@@ -3,8 +3,10 @@
 **Model protocol.** The model is an nn.Module with
 
 * ``sample_timesteps(n, generator) -> Tensor [n]``: training timesteps drawn from a CPU torch.Generator;
-* ``loss(x0, t=None, seed=None, offset=0, cond=None) -> scalar Tensor``: the mean loss over the rows of
-  x0, where row i uses the counter-based noise of global row ``offset + i`` of stream ``seed``.
+* ``loss(x0, t=None, seed=None, offset=0, conditions=None) -> scalar Tensor``: the mean loss over the rows
+  of x0, where row i uses the counter-based noise of global row ``offset + i`` of stream ``seed``;
+  ``conditions`` (the rows of the trainer's ``conditions``, e.g. attributes or class ids for a model with
+  a GMMConditioner) is passed only when the trainer has them.
 
 **Batches.** ``batch_size`` is the global batch. One CPU generator, seeded with ``seed``, drives the
 data order and is advanced identically on every rank. Each step draws, in this order: the batch's row
@@ -67,7 +69,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 _FORMAT_VERSION = 1
 # configuration entries a resumed run must share with its checkpoint to continue the same run
-_RESUME_KEYS = ("batch_size", "lr", "weight_decay", "ema", "ema_warmup", "grad_clip", "seed", "data_shape")
+_RESUME_KEYS = ("batch_size", "lr", "weight_decay", "ema", "ema_warmup", "grad_clip", "seed", "data_shape",
+                "conditions_shape")
 
 
 @dataclass
@@ -116,6 +119,19 @@ def _check_data(data, dtype: torch.dtype) -> torch.Tensor:
     if not bool(torch.isfinite(data).all()):
         raise ValueError("data contains NaN or inf")
     return data
+
+
+def _check_conditions(conditions, n: int) -> torch.Tensor | None:
+    """Per-row conditions (attributes, class ids, soft labels...), kept on the CPU with the data order."""
+    if conditions is None:
+        return None
+    if isinstance(conditions, np.ndarray):
+        conditions = torch.from_numpy(conditions)
+    if not isinstance(conditions, torch.Tensor):
+        raise ValueError(f"conditions must be a torch.Tensor or numpy.ndarray, got {type(conditions).__name__}")
+    if conditions.dim() < 1 or conditions.shape[0] != n:
+        raise ValueError(f"conditions must have one row per data row ({n}), got shape {tuple(conditions.shape)}")
+    return conditions.cpu()
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype:
@@ -178,8 +194,11 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x0: torch.Tensor, t: torch.Tensor, seed: int, offset: int) -> torch.Tensor:
-        return self.model.loss(x0, t=t, seed=seed, offset=offset)
+    def forward(self, x0: torch.Tensor, t: torch.Tensor, seed: int, offset: int,
+                conditions: torch.Tensor | None) -> torch.Tensor:
+        if conditions is None:
+            return self.model.loss(x0, t=t, seed=seed, offset=offset)
+        return self.model.loss(x0, t=t, seed=seed, offset=offset, conditions=conditions)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,6 +213,7 @@ class Trainer:
         model: nn.Module,
         data: torch.Tensor | np.ndarray,
         *,
+        conditions: torch.Tensor | np.ndarray | None = None,
         batch_size: int = 256,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
@@ -224,6 +244,7 @@ class Trainer:
         self.log_every = _check_int(log_every, "log_every", 1)
         self.progress = bool(progress)
         self.data = _check_data(data, _model_dtype(model))
+        self.conditions = _check_conditions(conditions, len(self.data))
 
         self.rank, self.world_size, self.device = _setup_distributed(torch.device(device))
         if self.batch_size % self.world_size:
@@ -273,6 +294,7 @@ class Trainer:
             "grad_clip": self.grad_clip,
             "seed": self.seed,
             "data_shape": list(self.data.shape),
+            "conditions_shape": None if self.conditions is None else list(self.conditions.shape),
             "world_size": self.world_size,
             "model": type(self.model).__name__,
         }
@@ -369,8 +391,10 @@ class Trainer:
         noise_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self.generator))
         per_rank = batch // self.world_size
         start = self.rank * per_rank
-        x0 = self.data[rows[start : start + per_rank].to(self.data.device)].to(self.device, non_blocking=True)
-        loss = self._loss_module(x0, t[start : start + per_rank].to(self.device), noise_seed, start)
+        mine = rows[start : start + per_rank]
+        x0 = self.data[mine.to(self.data.device)].to(self.device, non_blocking=True)
+        conditions = None if self.conditions is None else self.conditions[mine].to(self.device, non_blocking=True)
+        loss = self._loss_module(x0, t[start : start + per_rank].to(self.device), noise_seed, start, conditions)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # max_norm=inf only measures: the gradients are scaled by exactly 1
@@ -465,41 +489,12 @@ def train(
     model: nn.Module,
     data: torch.Tensor | np.ndarray,
     steps: int,
-    batch_size: int = 256,
-    lr: float = 2e-4,
-    weight_decay: float = 0.0,
-    ema: float | None = 0.999,
-    grad_clip: float | None = 1.0,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int = 1000,
-    resume: bool = True,
-    log_every: int = 100,
-    progress: bool = True,
-    log_file: str | os.PathLike | None = None,
     *,
-    ema_warmup: bool = True,
     callback: Callable[[Trainer], None] | None = None,
+    **options: Any,
 ) -> TrainResult:
-    """Train ``model`` on ``data`` until global step ``steps``; see the module docstring."""
+    """Train ``model`` on ``data`` until global step ``steps``: ``Trainer(model, data, **options).run(steps,
+    callback)``. ``options`` are the Trainer's keyword arguments (conditions, batch_size, lr, ema, seed,
+    device, checkpoint_dir, resume, log_every, progress, ...); see the module docstring."""
     steps = _check_int(steps, "steps", 0)
-    trainer = Trainer(
-        model,
-        data,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        ema=ema,
-        ema_warmup=ema_warmup,
-        grad_clip=grad_clip,
-        seed=seed,
-        device=device,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        log_every=log_every,
-        progress=progress,
-        log_file=log_file,
-    )
-    return trainer.run(steps, callback)
+    return Trainer(model, data, **options).run(steps, callback)
