@@ -7,6 +7,7 @@ All samples come from fixed seeds, so every run sees the same numbers.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -290,9 +291,301 @@ def test_arrivals_intensity_checks():
         data.arrivals_intensity(torch.tensor([0.0]), torch.tensor([0]))
 
 
+# --- shapes --------------------------------------------------------------------------------------------
+def _binary_index(attrs: torch.Tensor) -> torch.Tensor:
+    """Row index into shapes_combinations(): 8 shape + 4 size + 2 position + fill."""
+    return attrs @ torch.tensor([8, 4, 2, 1])
+
+
+def _shape_stats(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image statistics of shapes images [n, 1, 16, 16] that read each attribute off the pixels."""
+    x = x[:, 0].double()
+    m = (x + 1) / 2  # k * coverage, 0 on the background
+    total = m.sum((1, 2))
+    grid = torch.arange(16, dtype=torch.float64)
+    cx, cy = (m.sum(1) * grid).sum(1) / total, (m.sum(2) * grid).sum(1) / total
+    dx, dy = grid.view(1, 1, 16) - cx.view(-1, 1, 1), grid.view(1, 16, 1) - cy.view(-1, 1, 1)
+
+    def mean(f):
+        return (m * f).sum((1, 2)) / total
+
+    m2 = (mean(dx**2) + mean(dy**2)) / 2
+    # Fourth moments along the diagonals minus along the axes, over m2^2: 0 for anything rotation
+    # invariant (a circle), 0.6 for a solid square (sum of two uniforms vs one uniform).
+    anisotropy = ((mean((dx + dy) ** 4) + mean((dx - dy) ** 4)) / 8 - (mean(dx**4) + mean(dy**4)) / 2) / m2**2
+    return {
+        "area": total / m.amax((1, 2)),  # foreground area in px (coverage summed, intensity divided out)
+        "cx": cx,
+        "cy": cy,
+        "anisotropy": anisotropy,
+        "centre": x[torch.arange(len(x)), cy.round().long(), cx.round().long()],  # pixel nearest the centroid
+        "peak": x.amax((1, 2)),
+    }
+
+
+def test_shapes_output_and_seeding():
+    x, a = data.shapes(n=300, seed=3)
+    assert x.shape == (300, 1, 16, 16) and x.dtype == torch.float32
+    assert a.shape == (300, 4) and a.dtype == torch.int64 and set(a.unique().tolist()) == {0, 1}
+    assert x.min().item() == -1.0 and x.max().item() <= 1.0
+    # The background is exactly -1 and covers most of every image: a shape (at most 9.9 px across, with a
+    # half-pixel anti-aliased rim) touches at most 11 x 11 pixels.
+    assert ((x == -1).sum((1, 2, 3)) >= 256 - 121).all()
+    x2, a2 = data.shapes(n=300, seed=3)
+    assert torch.equal(x, x2) and torch.equal(a, a2)
+    x3, a3 = data.shapes(n=300, seed=4)
+    assert not torch.equal(x, x3) and not torch.equal(a, a3)
+    assert torch.equal(data.shapes(n=300, seed=3, return_attributes=False), x)
+    # One row of draws per image: the first m of n images are the images for n = m.
+    x4, a4 = data.shapes(n=100, seed=3)
+    assert torch.equal(x4, x[:100]) and torch.equal(a4, a[:100])
+    x64, a64 = data.shapes(n=300, seed=3, dtype=torch.float64)
+    assert x64.dtype == torch.float64 and torch.equal(a64, a) and torch.equal(x64.float(), x)
+    assert data.shapes(seed=0, return_attributes=False).shape == (10000, 1, 16, 16)  # default n
+
+
+def test_shapes_empty_and_global_rng():
+    x, a = data.shapes(n=0)
+    assert x.shape == (0, 1, 16, 16) and a.shape == (0, 4) and a.dtype == torch.int64
+    x, a = data.shapes(attributes=torch.zeros(0, 4, dtype=torch.int64))
+    assert x.shape == (0, 1, 16, 16) and a.shape == (0, 4)
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    data.shapes(n=50, seed=0)
+    data.shapes_split(20, 10, seed=0)
+    assert torch.equal(torch.rand(3), want)
+
+
+def test_shapes_argument_errors():
+    with pytest.raises(ValueError, match=r"\bn must be an int >= 0"):
+        data.shapes(n=-1)
+    with pytest.raises(TypeError, match=r"\bn must be an int"):
+        data.shapes(n=10.0)
+    with pytest.raises(TypeError, match=r"\bn must be an int"):
+        data.shapes(n=True)
+    with pytest.raises(ValueError, match="seed"):
+        data.shapes(n=5, seed=-1)
+    with pytest.raises(ValueError, match="seed"):
+        data.shapes(n=5, seed=2**63)
+    with pytest.raises(TypeError, match="seed"):
+        data.shapes(n=5, seed="0")
+    with pytest.raises(TypeError, match="dtype"):
+        data.shapes(n=5, dtype=torch.int64)
+    with pytest.raises(TypeError, match="return_attributes"):
+        data.shapes(n=5, return_attributes=1)
+    with pytest.raises(TypeError, match="attributes must hold integers or bools"):
+        data.shapes(attributes=torch.zeros(2, 4))
+    with pytest.raises(TypeError, match="attributes must be a tensor"):
+        data.shapes(attributes="0101")
+    with pytest.raises(ValueError, match=r"attributes must have shape \[rows, 4\].*got \(2, 3\)"):
+        data.shapes(attributes=torch.zeros(2, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"attributes must have shape \[rows, 4\].*got \(4,\)"):
+        data.shapes(attributes=torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="attributes must hold only 0 and 1, got 2"):
+        data.shapes(attributes=torch.tensor([[0, 1, 0, 1], [0, 2, 0, 0]]))
+    with pytest.raises(ValueError, match="attributes must hold only 0 and 1, got -1"):
+        data.shapes(attributes=[[0, 1, 0, -1]])
+    with pytest.raises(ValueError, match="n = 5 does not match attributes, which has 2 rows"):
+        data.shapes(n=5, attributes=torch.zeros(2, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="attributes or combinations, not both"):
+        data.shapes(attributes=torch.zeros(2, 4, dtype=torch.int64), combinations=data.shapes_combinations())
+    with pytest.raises(ValueError, match=r"combinations must have at least 1 row"):
+        data.shapes(n=5, combinations=torch.zeros(0, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="combinations has duplicate rows"):
+        data.shapes(n=5, combinations=[[0, 1, 0, 1], [1, 1, 0, 0], [0, 1, 0, 1]])
+    with pytest.raises(ValueError, match="combinations must hold only 0 and 1"):
+        data.shapes(n=5, combinations=[[0, 1, 0, 3]])
+    with pytest.raises(ValueError, match=r"combinations must have shape \[rows, 4\]"):
+        data.shapes(n=5, combinations=[[0, 1, 0]])
+    with pytest.raises(TypeError, match="combinations must hold integers"):
+        data.shapes(n=5, combinations=[[0.0, 1.0, 0.0, 1.0]])
+
+
+def test_shapes_rendering_does_not_depend_on_chunking(monkeypatch):
+    x, a = data.shapes(n=300, seed=9, dtype=torch.float64)
+    monkeypatch.setattr(data, "_SHAPES_CHUNK", 7)
+    x7, a7 = data.shapes(n=300, seed=9, dtype=torch.float64)
+    assert torch.equal(x7, x) and torch.equal(a7, a)
+
+
+def test_shapes_attributes_as_given():
+    # Bools, lists and numpy arrays are accepted; the attributes come back as a new int64 tensor.
+    b = torch.tensor([[True, False, True, False], [False, True, False, True]])
+    x, a = data.shapes(attributes=b, seed=1)
+    assert x.shape == (2, 1, 16, 16) and a.dtype == torch.int64 and torch.equal(a, b.long())
+    assert torch.equal(data.shapes(attributes=b.long().tolist(), seed=1)[0], x)
+    assert torch.equal(data.shapes(n=2, attributes=b.long().numpy(), seed=1)[0], x)
+    given = torch.tensor([[1, 1, 1, 1]])
+    assert data.shapes(attributes=given)[1] is not given
+
+
+def test_shapes_render_every_attribute():
+    combos = data.shapes_combinations()
+    per = 250
+    x, a = data.shapes(attributes=combos.repeat_interleave(per, dim=0), seed=5, dtype=torch.float64)
+    s = _shape_stats(x)
+    group = {tuple(c.tolist()): slice(per * i, per * (i + 1)) for i, c in enumerate(combos)}
+    for (shape, size, position, fill), g in group.items():
+        assert torch.equal(a[g], torch.tensor([[shape, size, position, fill]]).expand(per, 4))
+        # Position: the centroid lies in the documented range (4.5 or 10.5, +-1 px) for the side.
+        cx = s["cx"][g]
+        assert ((cx > 3.4) & (cx < 5.6)).all() if position == 0 else ((cx > 9.4) & (cx < 11.6)).all()
+        # Fill: the pixel nearest the centre is lit (>= 2 * 0.7 - 1) for solid shapes, dark in outlines.
+        assert (s["centre"][g] >= 0.39).all() if fill == 0 else (s["centre"][g] < -0.6).all()
+        # Shape: squares are anisotropic (documented 0.6 for a solid square), circles are not.
+        assert (s["anisotropy"][g] > 0.4).all() if shape == 0 else (s["anisotropy"][g].abs() < 0.25).all()
+        # Intensity: solid shapes reach 2 k - 1 with k ~ U(0.7, 1), over the whole range.
+        if fill == 0:
+            peak = s["peak"][g]
+            assert peak.min() > 0.39 and peak.min() < 0.45 and peak.max() > 0.95
+    # Size: for every (shape, position, fill), every large shape has a larger area than every small one.
+    for shape in (0, 1):
+        for position in (0, 1):
+            for fill in (0, 1):
+                small = s["area"][group[(shape, 0, position, fill)]]
+                large = s["area"][group[(shape, 1, position, fill)]]
+                assert large.min() > 1.15 * small.max()
+    # Solid areas match the documented geometry: (2 h)^2 for squares, pi h^2 for circles, h = 2.5 / 4.5
+    # on average (the +-10% jitter averages out to within 1%).
+    for shape, size, want in ((0, 0, 25.0), (0, 1, 81.0), (1, 0, math.pi * 2.5**2), (1, 1, math.pi * 4.5**2)):
+        area = s["area"][group[(shape, size, 0, 0)]]
+        assert abs(area.mean().item() / want - 1) < 0.03
+    # Vertical position varies over most of the image (more for small shapes).
+    cy_small = s["cy"][a[:, 1] == 0]
+    assert cy_small.min() < 3 and cy_small.max() > 12
+
+
+def test_shapes_counterfactual_attributes():
+    # The nuisance draws come first and do not depend on the attributes: re-rendering the drawn
+    # attributes with the same seed gives the same images, and flipping "position" moves the shape
+    # sideways only.
+    x, a = data.shapes(n=200, seed=8, dtype=torch.float64)
+    assert torch.equal(data.shapes(attributes=a, seed=8, dtype=torch.float64)[0], x)
+    flipped = a.clone()
+    flipped[:, 2] = 1 - flipped[:, 2]
+    xf, _ = data.shapes(attributes=flipped, seed=8, dtype=torch.float64)
+    s, sf = _shape_stats(x), _shape_stats(xf)
+    shift = (sf["cx"] - s["cx"]) * torch.where(a[:, 2] == 0, 1.0, -1.0).double()
+    assert ((shift > 3.5) & (shift < 8.5)).all()
+    assert (sf["cy"] - s["cy"]).abs().max() < 0.1
+    solid = a[:, 3] == 0
+    assert torch.allclose(sf["peak"][solid], s["peak"][solid])  # same intensity
+
+
+def test_shapes_attributes_uniform_over_combinations():
+    n = 16000
+    _, a = data.shapes(n=n, seed=11)
+    counts = torch.bincount(_binary_index(a), minlength=16).numpy()
+    assert len(counts) == 16 and stats.chisquare(counts).pvalue > 1e-3
+    # Power check: the same test rejects counts with one combination 20% over (about 5 standard errors).
+    skewed = counts.astype(float)
+    skewed[0] *= 1.2
+    assert stats.chisquare(skewed, np.full(16, skewed.sum() / 16)).pvalue < 1e-3
+    # A restricted set: only its rows, each equally often.
+    allowed = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 1, 1]])
+    _, a = data.shapes(n=6000, seed=12, combinations=allowed)
+    idx = _binary_index(a)
+    assert set(idx.unique().tolist()) == set(_binary_index(allowed).tolist())
+    assert stats.chisquare(torch.bincount(idx, minlength=16)[_binary_index(allowed)].numpy()).pvalue > 1e-3
+    _, a = data.shapes(n=50, seed=13, combinations=[[0, 1, 1, 0]])
+    assert torch.equal(a, torch.tensor([[0, 1, 1, 0]]).expand(50, 4))
+
+
+def test_shapes_combinations_and_constants():
+    combos = data.shapes_combinations()
+    assert combos.shape == (16, 4) and combos.dtype == torch.int64
+    assert torch.equal(_binary_index(combos), torch.arange(16))
+    assert data.SHAPES_ATTRIBUTES == ("shape", "size", "position", "fill")
+    assert data.SHAPES_VALUES == {"shape": ("square", "circle"), "size": ("small", "large"),
+                                  "position": ("left", "right"), "fill": ("solid", "outline")}
+    assert list(data.SHAPES_VALUES) == list(data.SHAPES_ATTRIBUTES)
+
+
+def test_shapes_held_out_keeps_every_value_and_pair():
+    held = torch.tensor(data.SHAPES_HELD_OUT)
+    assert held.shape == (4, 4) and len(torch.unique(held, dim=0)) == 4
+    combos = data.shapes_combinations()
+    seen = combos[~(combos.unsqueeze(1) == held.unsqueeze(0)).all(2).any(1)]
+    assert len(seen) == 12
+    # Every value of every attribute, every value pair of two attributes and every triple of three
+    # still occurs among the seen combinations (only the full 4-way combinations are new).
+    for r in (1, 2, 3):
+        for cols in itertools.combinations(range(4), r):
+            got = {tuple(row) for row in seen[:, list(cols)].tolist()}
+            assert len(got) == 2**r, (cols, got)
+    # ... which a careless choice would break: holding out all four combinations with shape = square,
+    # size = small loses that pair.
+    bad = combos[(combos[:, 0] == 0) & (combos[:, 1] == 0)]
+    rest = combos[~((combos[:, 0] == 0) & (combos[:, 1] == 0))]
+    assert len(bad) == 4 and (0, 0) not in {tuple(r) for r in rest[:, :2].tolist()}
+
+
+def test_shapes_split():
+    split = data.shapes_split(1200, 400, seed=1)
+    assert isinstance(split, data.ShapesSplit)
+    held = torch.tensor(data.SHAPES_HELD_OUT)
+    held_idx = set(_binary_index(held).tolist())
+    assert set(_binary_index(split.held_out).tolist()) == held_idx and len(split.held_out) == 4
+    assert set(_binary_index(split.seen).tolist()) == set(range(16)) - held_idx
+    assert torch.equal(_binary_index(split.seen), _binary_index(split.seen).sort().values)  # binary order
+    assert split.train_images.shape == (1200, 1, 16, 16) and split.train_attributes.shape == (1200, 4)
+    assert split.test_images.shape == (400, 1, 16, 16) and split.test_attributes.shape == (400, 4)
+    train_idx, test_idx = _binary_index(split.train_attributes), _binary_index(split.test_attributes)
+    assert not held_idx & set(train_idx.tolist())
+    assert set(test_idx.tolist()) == held_idx  # only held-out ones, all of them
+    assert set(train_idx.tolist()) == set(range(16)) - held_idx
+    # The images render their attributes (position, as a spot check).
+    for images, attrs in ((split.train_images, split.train_attributes),
+                          (split.test_images, split.test_attributes)):
+        assert torch.equal(_shape_stats(images)["cx"] > 7.5, attrs[:, 2] == 1)
+    # Deterministic; each part independent of the other's size (and the first m of n images are the
+    # images for m); the seed changes both.
+    again = data.shapes_split(50, 400, seed=1)
+    assert torch.equal(again.test_images, split.test_images)
+    assert torch.equal(again.train_images, split.train_images[:50])
+    assert torch.equal(again.train_attributes, split.train_attributes[:50])
+    other = data.shapes_split(50, 400, seed=2)
+    assert not torch.equal(other.test_images, split.test_images)
+    assert not torch.equal(other.train_images, split.train_images[:50])
+    # Train and test are different streams: the same position draws would give equal centroids.
+    cy_train, cy_test = (_shape_stats(images[:20])["cy"] for images in (split.train_images, split.test_images))
+    assert not torch.allclose(cy_train, cy_test, atol=0.5)
+    assert split.train_images.dtype == torch.float32
+    assert data.shapes_split(3, 2, dtype=torch.float64).test_images.dtype == torch.float64
+    # A custom held-out set.
+    custom = data.shapes_split(300, 30, seed=0, held_out=[[1, 1, 1, 1]])
+    assert len(custom.seen) == 15 and custom.held_out.tolist() == [[1, 1, 1, 1]]
+    assert (custom.test_attributes == 1).all() and not (custom.train_attributes == 1).all(1).any()
+
+
+def test_shapes_split_argument_errors():
+    with pytest.raises(ValueError, match="n_train must be an int >= 0"):
+        data.shapes_split(-1, 10)
+    with pytest.raises(TypeError, match="n_test must be an int"):
+        data.shapes_split(10, 2.0)
+    with pytest.raises(ValueError, match="seed"):
+        data.shapes_split(10, 10, seed=-3)
+    with pytest.raises(ValueError, match="held_out must leave at least one combination seen"):
+        data.shapes_split(10, 10, held_out=data.shapes_combinations())
+    with pytest.raises(ValueError, match="held_out must have at least 1 row"):
+        data.shapes_split(10, 10, held_out=())
+    with pytest.raises(ValueError, match="held_out has duplicate rows"):
+        data.shapes_split(10, 10, held_out=[[0, 0, 0, 1], [0, 0, 0, 1]])
+    with pytest.raises(ValueError, match="held_out must hold only 0 and 1"):
+        data.shapes_split(10, 10, held_out=[[0, 0, 0, 5]])
+
+
+def test_shapes_registry():
+    assert torch.equal(data.get_dataset("shapes", n=20, seed=1), data.shapes(n=20, seed=1)[0])
+    assert data.get_dataset("shapes", n=0).shape == (0, 1, 16, 16)
+    with pytest.raises(ValueError, match="return_attributes"):
+        data.get_dataset("shapes", n=5, return_attributes=True)
+
+
 # --- registry ------------------------------------------------------------------------------------------
 def test_registry():
-    assert set(data.DATASETS) == {"gmm1d", "ring2d", "moons", "anisotropic", "digits", "arrivals"}
+    assert set(data.DATASETS) == {"gmm1d", "ring2d", "moons", "anisotropic", "digits", "arrivals", "shapes"}
     assert torch.equal(data.get_dataset("ring2d", n=20, seed=1), data.ring2d(n=20, seed=1))
     assert data.get_dataset("digits").shape == (1797, 1, 8, 8)
     with pytest.raises(ValueError, match=r"unknown dataset 'cifar10'; valid names: anisotropic, arrivals"):

@@ -9,6 +9,8 @@ plain functions returning a torch tensor:
 - ``anisotropic`` [n, dim] well separated mixture with full, distinct covariances (``anisotropic_params``)
 - ``digits``      [1797, 1, 8, 8] scikit-learn's bundled 8x8 digits, scaled to [-1, 1]
 - ``arrivals``    [n, 48]  synthetic call-centre arrival counts per half hour (``arrivals_intensity``)
+- ``shapes``      [n, 1, 16, 16] a square or circle with four binary attributes (shape, size, position,
+  fill), for attribute-conditioned models; ``shapes_split`` holds combinations out of training
 
 Conventions: ``seed`` is an int in [0, 2**63); each call seeds its own ``torch.Generator`` (or numpy
 ``default_rng``) and never touches global RNG state, so the same arguments give the identical tensor.
@@ -26,7 +28,7 @@ import csv
 import math
 import numbers
 import os
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +39,10 @@ __all__ = [
     "GMM1D_MEANS",
     "GMM1D_STDS",
     "GMM1D_WEIGHTS",
+    "SHAPES_ATTRIBUTES",
+    "SHAPES_HELD_OUT",
+    "SHAPES_VALUES",
+    "ShapesSplit",
     "anisotropic",
     "anisotropic_params",
     "arrivals",
@@ -50,6 +56,9 @@ __all__ = [
     "moons",
     "ring2d",
     "ring2d_centers",
+    "shapes",
+    "shapes_combinations",
+    "shapes_split",
 ]
 
 _F64 = torch.float64
@@ -371,6 +380,227 @@ def arrivals(
     return (x, info) if return_info else x
 
 
+# --- shapes --------------------------------------------------------------------------------------------
+SHAPES_ATTRIBUTES: tuple[str, str, str, str] = ("shape", "size", "position", "fill")
+SHAPES_VALUES: dict[str, tuple[str, str]] = {
+    "shape": ("square", "circle"),
+    "size": ("small", "large"),
+    "position": ("left", "right"),
+    "fill": ("solid", "outline"),
+}
+# Held out of training by ``shapes_split``: each attribute is 0 in two rows and 1 in two, and any two rows
+# differ in >= 2 attributes, so every value, value pair and value triple still occurs among the other 12.
+SHAPES_HELD_OUT: tuple[tuple[int, int, int, int], ...] = (
+    (0, 0, 0, 1),  # small square, left, outline
+    (0, 1, 1, 0),  # large square, right, solid
+    (1, 0, 1, 0),  # small circle, right, solid
+    (1, 1, 0, 1),  # large circle, left, outline
+)
+_SHAPES_PIXELS = 16  # images are _SHAPES_PIXELS x _SHAPES_PIXELS, pixel centres at 0, 1, ..., 15
+_SHAPES_HALF_WIDTH = (2.5, 4.5)  # small, large: 5 and 9 px across before jitter
+_SHAPES_SIZE_JITTER = 0.1  # half-width * U(0.9, 1.1)
+_SHAPES_X = (4.5, 10.5)  # left, right centre x before jitter (3 px either side of the image centre 7.5)
+_SHAPES_X_JITTER = 1.0  # at most, see shapes()
+_SHAPES_STROKE = 1.25  # outline width in px
+_SHAPES_INTENSITY = (0.7, 1.0)  # foreground intensity k: pixel = -1 + 2 k coverage
+_SHAPES_CHUNK = 4096  # images rendered at a time (keeps the float64 temporaries in cache)
+
+
+def shapes_combinations() -> torch.Tensor:
+    """All 16 attribute combinations, int64 [16, 4] in binary order: row i holds the bits of i,
+    attribute 0 ("shape") the most significant, so i = 8 shape + 4 size + 2 position + fill."""
+    return (torch.arange(16).unsqueeze(1) >> torch.arange(3, -1, -1)) & 1
+
+
+def _check_attribute_rows(name: str, value: object, min_rows: int = 0, unique: bool = False) -> torch.Tensor:
+    """``value`` (tensor, array or nested sequence [rows, 4] of 0/1 ints or bools) as a new int64 tensor."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+    elif isinstance(value, (np.ndarray, list, tuple)):
+        try:
+            arr = np.asarray(value)
+        except ValueError as e:  # ragged rows
+            raise ValueError(f"{name} must have shape [rows, 4], got ragged rows ({e})") from e
+        if arr.size == 0 and arr.ndim == 1:
+            arr = np.zeros((0, len(SHAPES_ATTRIBUTES)), dtype=np.int64)  # () and [] (as float, shape (0,))
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold integers or bools (0/1), got array dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64 if arr.dtype.kind == "f" else np.int64))
+    else:
+        raise TypeError(f"{name} must be a tensor [rows, 4] of 0/1, got {type(value).__name__}")
+    if t.dtype.is_floating_point or t.dtype.is_complex:
+        raise TypeError(f"{name} must hold integers or bools (0/1), got dtype {t.dtype}")
+    if t.dim() != 2 or t.shape[1] != len(SHAPES_ATTRIBUTES):
+        raise ValueError(f"{name} must have shape [rows, 4] (columns: {', '.join(SHAPES_ATTRIBUTES)}), got "
+                         f"{tuple(t.shape)}")
+    t = t.to(torch.int64, copy=True)
+    bad = (t != 0) & (t != 1)
+    if bad.any():
+        raise ValueError(f"{name} must hold only 0 and 1, got {t[bad][0].item()}")
+    if len(t) < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} row(s), got {len(t)}")
+    if unique and len(torch.unique(t, dim=0)) != len(t):
+        raise ValueError(f"{name} has duplicate rows")
+    return t
+
+
+def _render_shapes(attrs: torch.Tensor, u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Images [n, 1, 16, 16] of ``dtype`` for attributes [n, 4] and uniforms u [n, >= 4] (float64)."""
+    n = len(attrs)
+    small, large = _SHAPES_HALF_WIDTH
+    x_left, x_right = _SHAPES_X
+    k_lo, k_hi = _SHAPES_INTENSITY
+    half = torch.where(attrs[:, 1] == 1, large, small).to(_F64) * (1 + _SHAPES_SIZE_JITTER * (2 * u[:, 0] - 1))
+    # Horizontal jitter shrinks for large shapes so that every shape lies inside [-0.5, 15.5]^2.
+    x_amp = (x_left + 0.5 - half).clamp(max=_SHAPES_X_JITTER)
+    cx = torch.where(attrs[:, 2] == 1, x_right, x_left).to(_F64) + x_amp * (2 * u[:, 1] - 1)
+    cy = (half - 0.5) + u[:, 2] * (_SHAPES_PIXELS - 2 * half)
+    scale = 2 * (k_lo + (k_hi - k_lo) * u[:, 3])  # 2 k
+    grid = torch.arange(_SHAPES_PIXELS, dtype=_F64)
+    w = _SHAPES_STROKE
+    out = torch.empty(n, 1, _SHAPES_PIXELS, _SHAPES_PIXELS, dtype=dtype)
+    # One pass per (shape, fill) group, in chunks that keep the float64 temporaries in cache.
+    for circle in (0, 1):
+        for outline in (0, 1):
+            group = torch.nonzero((attrs[:, 0] == circle) & (attrs[:, 3] == outline)).squeeze(1)
+            for j in torch.split(group, _SHAPES_CHUNK):
+                m = len(j)
+                h = half[j].view(m, 1, 1)
+                ax = (grid - cx[j].unsqueeze(1)).abs_()  # |x - cx|, [m, W]
+                ay = (grid - cy[j].unsqueeze(1)).abs_()  # |y - cy|, [m, H]
+                # Signed distance to the edge in px (negative inside): Euclidean for circles, Chebyshev
+                # for squares.
+                if circle:
+                    d = (ax.square().unsqueeze(1) + ay.square().unsqueeze(2)).sqrt_().sub_(h)
+                else:
+                    d = torch.maximum(ax.unsqueeze(1), ay.unsqueeze(2)).sub_(h)
+                # Coverage clamp(0.5 - d', 0, 1), a one-pixel ramp across the edge (anti-aliasing), with
+                # d' = d for solid shapes and, for outlines, d' = |d + w/2| - w/2, the distance to the band
+                # of width w just inside the edge.
+                cov = (0.5 + w / 2) - d.add_(w / 2).abs_() if outline else 0.5 - d
+                out[j, 0] = cov.clamp_(0.0, 1.0).mul_(scale[j].view(m, 1, 1)).sub_(1.0).to(dtype)
+    return out
+
+
+def shapes(
+    n: int | None = None,
+    seed: int = 0,
+    attributes: torch.Tensor | None = None,
+    combinations: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+    return_attributes: bool = True,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """[n, 1, 16, 16] grey images of one square or circle, in [-1, 1], with four binary attributes.
+
+    Attributes (columns, in ``SHAPES_ATTRIBUTES`` order; names of the values in ``SHAPES_VALUES``):
+    shape 0 square / 1 circle, size 0 small / 1 large, position 0 left / 1 right, fill 0 solid /
+    1 outline. Which images:
+
+    - ``attributes`` given (tensor [n, 4] of 0/1 ints or bools): exactly those; ``n`` is taken from it
+      (an ``n`` that differs is a ValueError) and ``combinations`` must be None.
+    - otherwise each image's attributes are drawn uniformly from the rows of ``combinations`` (int
+      [C, 4] of 0/1, distinct rows; None: all 16, ``shapes_combinations()``); ``n`` defaults to 10000.
+
+    Rendering, with pixel centres at x (column) and y (row) = 0..15 and per image uniforms u0..u3:
+
+    - half-width h = h0 (1 + 0.1 (2 u0 - 1)), h0 = 2.5 small / 4.5 large (5 / 9 px across, +-10%);
+      square side and circle diameter are 2 h;
+    - centre x = x0 + a (2 u1 - 1), x0 = 4.5 left / 10.5 right, a = min(1, 5 - h) (+-1 px, less for
+      large shapes, so the shape stays inside the image); centre y ~ U(h - 0.5, 15.5 - h);
+    - signed distance d (px, negative inside) to the edge: sqrt(dx^2 + dy^2) - h for circles,
+      max(|dx|, |dy|) - h for (axis-aligned) squares; outlines use |d + 0.625| - 0.625 (a 1.25 px stroke
+      inside the edge);
+    - pixel = -1 + 2 k clamp(0.5 - d, 0, 1): background -1, foreground intensity k = 0.7 + 0.3 u3 (so
+      2 k - 1 in [0.4, 1]), a one-pixel anti-aliased edge.
+
+    Draws: u = torch.rand(n, 5) from torch.Generator().manual_seed(seed), one row per image: u0..u3 as
+    above, and (without ``attributes``) u4 picks row floor(C u4) of ``combinations``. So the first m
+    images for any n >= m are the images for n = m, and as u does not depend on the attributes,
+    ``shapes(seed=s, attributes=a)`` with the attributes a of ``shapes(n, seed=s)`` gives the same
+    images, and editing a column of a gives the same images with that attribute changed.
+
+    Returns (images, attributes int64 [n, 4]), or the images only with ``return_attributes=False``.
+    """
+    seed = _check_seed(seed)
+    dtype, return_attributes = _check_dtype(dtype), _check_bool("return_attributes", return_attributes)
+    if n is not None:
+        n = _check_int("n", n)
+    if attributes is not None:
+        if combinations is not None:
+            raise ValueError("pass attributes or combinations, not both (combinations only restricts drawn "
+                             "attributes)")
+        attrs = _check_attribute_rows("attributes", attributes)
+        if n is not None and n != len(attrs):
+            raise ValueError(f"n = {n} does not match attributes, which has {len(attrs)} rows (n may be left "
+                             f"out: it is taken from attributes)")
+        n = len(attrs)
+    else:
+        n = 10000 if n is None else n
+        combos = (shapes_combinations() if combinations is None
+                  else _check_attribute_rows("combinations", combinations, min_rows=1, unique=True))
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, 5, generator=g, dtype=_F64)
+    if attributes is None:
+        attrs = combos[(u[:, 4] * len(combos)).long().clamp_max(len(combos) - 1)]
+    images = _render_shapes(attrs, u, dtype)
+    return (images, attrs) if return_attributes else images
+
+
+class ShapesSplit(NamedTuple):
+    """The result of ``shapes_split``."""
+
+    train_images: torch.Tensor  # [n_train, 1, 16, 16], attributes drawn uniformly from `seen`
+    train_attributes: torch.Tensor  # int64 [n_train, 4]
+    test_images: torch.Tensor  # [n_test, 1, 16, 16], attributes drawn uniformly from `held_out`
+    test_attributes: torch.Tensor  # int64 [n_test, 4]
+    seen: torch.Tensor  # int64 [16 - H, 4], the combinations not held out, in binary order
+    held_out: torch.Tensor  # int64 [H, 4], the held-out combinations, in binary order
+
+
+def shapes_split(
+    n_train: int,
+    n_test: int,
+    seed: int = 0,
+    held_out: torch.Tensor | tuple[tuple[int, ...], ...] = SHAPES_HELD_OUT,
+    dtype: torch.dtype = torch.float32,
+) -> ShapesSplit:
+    """A compositional split of ``shapes``: training images from the combinations not in ``held_out``,
+    test images from the held-out ones only.
+
+    ``held_out``: 1 to 15 distinct rows of 0/1 (default ``SHAPES_HELD_OUT``, 4 combinations whose
+    complement still holds every attribute value, value pair and value triple). Train and test come from
+    ``shapes(n_train, seed_train, combinations=seen)`` and ``shapes(n_test, seed_test,
+    combinations=held_out)`` with seed_train, seed_test the two children of
+    numpy.random.SeedSequence(seed).spawn(2) (63-bit), so they are independent streams and neither
+    depends on the other's size. Returns a ``ShapesSplit`` (train_images, train_attributes, test_images,
+    test_attributes, seen, held_out).
+    """
+    n_train, n_test, seed = _check_int("n_train", n_train), _check_int("n_test", n_test), _check_seed(seed)
+    dtype = _check_dtype(dtype)
+    held = _check_attribute_rows("held_out", held_out, min_rows=1, unique=True)
+    if len(held) >= 16:
+        raise ValueError("held_out must leave at least one combination seen, got all 16")
+    combos = shapes_combinations()
+    is_held = (combos.unsqueeze(1) == held.unsqueeze(0)).all(dim=2).any(dim=1)
+    seen, held = combos[~is_held], combos[is_held]
+    seed_train, seed_test = (int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))
+                             for child in np.random.SeedSequence(seed).spawn(2))
+    train_images, train_attributes = shapes(n_train, seed_train, combinations=seen, dtype=dtype)
+    test_images, test_attributes = shapes(n_test, seed_test, combinations=held, dtype=dtype)
+    return ShapesSplit(train_images, train_attributes, test_images, test_attributes, seen, held)
+
+
+def _shapes_images(
+    n: int | None = None,
+    seed: int = 0,
+    attributes: torch.Tensor | None = None,
+    combinations: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``shapes`` returning the images only (``DATASETS["shapes"]``)."""
+    return shapes(n, seed, attributes, combinations, dtype, return_attributes=False)
+
+
 # --- registry ------------------------------------------------------------------------------------------
 DATASETS: dict[str, Callable[..., torch.Tensor]] = {
     "gmm1d": gmm1d,
@@ -379,20 +609,21 @@ DATASETS: dict[str, Callable[..., torch.Tensor]] = {
     "anisotropic": anisotropic,
     "digits": digits,
     "arrivals": arrivals,
+    "shapes": _shapes_images,
 }
 
 
 def get_dataset(name: str, **kwargs: object) -> torch.Tensor:
     """The data tensor of the built-in dataset ``name`` (a key of ``DATASETS``), called with ``kwargs``.
 
-    Always a tensor (for "digits" the images only): to get labels or calendar info call the function
-    itself, e.g. ``digits(return_labels=True)``.
+    Always a tensor (for "digits" and "shapes" the images only): to get labels, calendar info or
+    attributes call the function itself, e.g. ``digits(return_labels=True)``, ``shapes(n)``.
     """
     if not isinstance(name, str):
         raise TypeError(f"dataset name must be a str, got {type(name).__name__}")
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
-    extras = sorted({"return_labels", "return_info"} & kwargs.keys())
+    extras = sorted({"return_labels", "return_info", "return_attributes"} & kwargs.keys())
     if extras:
         raise ValueError(f"get_dataset returns the data tensor only; for {', '.join(extras)} call "
                          f"mixdiff_ext.data.{name}(...) directly")
