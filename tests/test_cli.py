@@ -99,7 +99,7 @@ def test_info_and_module_entry_point(capsys):
     assert "torch_runtime_version" in json.loads(capsys.readouterr().out)
     help_text = subprocess.run([sys.executable, "-m", "mixdiff_ext.cli", "--help"], capture_output=True, text=True,
                                check=True).stdout
-    for command in ("fit-prior", "train", "sample", "evaluate", "info", "demo"):
+    for command in ("fit-prior", "train", "sample", "evaluate", "info", "demo", "conditioning-demo"):
         assert command in help_text
 
 
@@ -124,3 +124,26 @@ def test_demo_full_models_on_arrivals(tmp_path):
     assert [r["model"] for r in rows] == ["DDPM", "mixDDPM", "mixDDPM (x_t, t only)", "SGM (VP)", "mixSGM (VP)"]
     assert all(np.isfinite(r["sliced_w2"]) for r in rows)
     assert rows[3]["sampler"] == "ode-100"
+
+
+def test_conditioning_demo_tiny(tmp_path, capsys):
+    out = tmp_path / "cond"
+    assert run("conditioning-demo", "--steps", 4, "--classifier-steps", 4, "--samples-per-combination", 2,
+               "--n-train", 256, "--seeds", 3, 4, "--out", out, "--no-progress") == 0
+    results = json.loads((out / "results.json").read_text())
+    assert 0.0 <= results["judge"]["all"] <= 1.0
+    assert [(r["loss"], r["label_noise"]) for r in results["classifiers"]] == [
+        ("ngmg", 0.0), ("ngmg", 0.2), ("bce", 0.0), ("bce", 0.2)]
+    assert all(r["seeds"] == [3, 4] and np.isfinite(r["loss_std_across_seeds"]) for r in results["classifiers"])
+    modes = [(r["mode"], r["seed"]) for r in results["conditioning"]]
+    assert modes == [("features", 3), ("features", 4), ("classes", 3)]
+    features, classes = results["conditioning"][0], results["conditioning"][2]
+    assert features["held_out"] is not None and classes["held_out"] is None  # held-out combinations have no class
+    assert [r["aux_weight"] for r in results["auxiliary"]] == [0.0, 0.1]
+    assert all(np.isfinite(r["eval_loss"]) and np.isfinite(r["eval_loss_std"]) for r in results["auxiliary"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["diffusion_steps"] == 4 and config["seeds"] == [3, 4]
+    for name in ("results.md", "samples_shapes.png", "losses_classifiers.png", "losses_diffusion.png"):
+        assert (out / name).exists(), name
+    assert "held out" in (out / "results.md").read_text()
+    assert str(out) in capsys.readouterr().out

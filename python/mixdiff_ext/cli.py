@@ -6,14 +6,16 @@
     mixdiff evaluate --samples runs/ring/samples.npy --reference ring2d
     mixdiff info
     mixdiff demo [--full]
+    mixdiff conditioning-demo [--full]
 
---data takes a built-in dataset (gmm1d, ring2d, moons, anisotropic, digits, arrivals) or a .npy / .npz /
+--data takes a built-in dataset (gmm1d, ring2d, moons, anisotropic, digits, arrivals, shapes) or a .npy / .npz /
 .csv / .pt file of [N, D] vectors or [N, C, H, W] images. Every command that writes an output directory
 writes its configuration to config.json there.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -205,16 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="the headline comparison on built-in data (see `mixdiff demo --help`)",
                    add_help=False)
+    sub.add_parser("conditioning-demo", add_help=False,
+                   help="feature vs class conditioning, NGMG vs BCE, the auxiliary NGMG term on the shapes data "
+                        "(see `mixdiff conditioning-demo --help`)")
     return parser
+
+
+# subcommands that parse their own options: name -> module with main(argv)
+SELF_PARSING = {"demo": "demo", "conditioning-demo": "conditioning_demo"}
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if argv and argv[0] == "demo":  # the demo parses its own options
-        from . import demo
-
-        demo.main(argv[1:])
+    if argv and argv[0] in SELF_PARSING:
+        importlib.import_module(f".{SELF_PARSING[argv[0]]}", __package__).main(argv[1:])
         return 0
     args = parser.parse_args(argv)
     try:
