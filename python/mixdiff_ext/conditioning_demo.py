@@ -30,22 +30,24 @@ import time
 from typing import Any
 
 import torch
+from torch import nn
 
 from . import data
 from .classifier import AttributeClassifier, AttributeObjective, attribute_accuracy
 from .conditioning import GMMConditioner, attribute_classes
 from .models import MixDDPM
-from .nets import UNet
+from .nets import MLP
 from .pipeline import _pyplot, plot_losses, save_json
 from .prior import GaussianMixturePrior
 from .training import train
 
-QUICK = {"n_train": 8000, "n_judge": 8000, "judge_steps": 600, "classifier_steps": 400, "diffusion_steps": 1500,
+QUICK = {"n_train": 8000, "n_judge": 8000, "judge_steps": 600, "classifier_steps": 400, "diffusion_steps": 3000,
          "batch_size": 128, "samples_per_combination": 32, "sample_steps": 50, "seeds": (0, 1),
          "label_noise": (0.0, 0.2), "cond_dim": 8, "cond_sigma": 0.5, "ngmg_sigma": 1.0, "cond_dropout": 0.1,
-         "guidance_scale": 2.0, "aux_weight": 0.1, "unet_base": 16, "lr": 1e-3}
-FULL = dict(QUICK, diffusion_steps=5000, classifier_steps=1000, samples_per_combination=64, seeds=(0, 1, 2))
+         "guidance_scale": 2.0, "aux_weight": 0.1, "hidden": 512, "depth": 3, "lr": 1e-3}
+FULL = dict(QUICK, diffusion_steps=8000, classifier_steps=1000, samples_per_combination=64, seeds=(0, 1, 2))
 IMAGE = (1, 16, 16)
+PIXELS = IMAGE[0] * IMAGE[1] * IMAGE[2]
 
 
 def _conditioners(plan: dict, seen: torch.Tensor) -> dict[str, GMMConditioner]:
@@ -122,10 +124,16 @@ def run_classifiers(plan, split, conditioner, seeds, progress) -> tuple[list[dic
 
 
 def _diffusion_model(plan, conditioner, aux_classifier=None, aux_weight=0.0) -> MixDDPM:
-    net = UNet(IMAGE[0], IMAGE[1], base=plan["unet_base"], cond_dim=conditioner.dim)
-    return MixDDPM(net, GaussianMixturePrior.standard(IMAGE[0] * IMAGE[1] * IMAGE[2]), sample_shape=IMAGE,
-                   conditioner=conditioner, cond_dropout=plan["cond_dropout"], aux_classifier=aux_classifier,
-                   aux_weight=aux_weight, aux_sigma=plan["ngmg_sigma"])
+    """A conditional DDPM on flattened images. The denoiser is an MLP: at this budget it follows the
+    global attributes (position, size) far better than the bundled UNet, whose condition enters as
+    per-channel biases (measured while building this demo: the UNet's position and size accuracy
+    stayed at chance after 1500 steps)."""
+    net = MLP(PIXELS, hidden=plan["hidden"], depth=plan["depth"], cond_dim=conditioner.dim)
+    if aux_classifier is not None:  # the classifier takes images
+        aux_classifier = nn.Sequential(nn.Unflatten(1, IMAGE), aux_classifier)
+    return MixDDPM(net, GaussianMixturePrior.standard(PIXELS), conditioner=conditioner,
+                   cond_dropout=plan["cond_dropout"], aux_classifier=aux_classifier, aux_weight=aux_weight,
+                   aux_sigma=plan["ngmg_sigma"])
 
 
 def _conditions(conditioner: GMMConditioner, attributes: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
@@ -141,7 +149,7 @@ def _eval_loss(model: MixDDPM, seen: torch.Tensor, n: int = 1024) -> float:
     plain.aux_weight, plain.cond_dropout = 0.0, 0.0
     t = torch.randint(0, plain.num_timesteps, (n,), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return float(plain.loss(x, t=t, seed=0, conditions=_conditions(plain.conditioner, a, seen)))
+        return float(plain.loss(x.flatten(1), t=t, seed=0, conditions=_conditions(plain.conditioner, a, seen)))
 
 
 def train_diffusion(plan, split, conditioner, seed, progress, aux_classifier=None, aux_weight=0.0):
@@ -149,7 +157,7 @@ def train_diffusion(plan, split, conditioner, seed, progress, aux_classifier=Non
     conditions = _conditions(conditioner, split.train_attributes, split.seen)
     torch.manual_seed(seed)
     model = _diffusion_model(plan, conditioner, aux_classifier, aux_weight)
-    result = train(model, split.train_images, plan["diffusion_steps"], batch_size=plan["batch_size"], lr=plan["lr"],
+    result = train(model, split.train_images.flatten(1), plan["diffusion_steps"], batch_size=plan["batch_size"], lr=plan["lr"],
                    seed=seed, conditions=conditions, progress=progress,
                    log_every=max(plan["diffusion_steps"] // 30, 1))
     return result, _eval_loss(result.ema_model, split.seen)
@@ -166,7 +174,7 @@ def sample_combinations(plan, model: MixDDPM, judge: AttributeObjective, split, 
     conditions = ids[askable].repeat_interleave(per, 0) if model.conditioner.mode == "classes" else wanted
     t0 = time.perf_counter()
     x = model.sample(len(wanted), steps=plan["sample_steps"], sampler="ddim", seed=seed, conditions=conditions,
-                     guidance_scale=plan["guidance_scale"], clip=(-1.0, 1.0), progress=progress)
+                     guidance_scale=plan["guidance_scale"], clip=(-1.0, 1.0), progress=progress).reshape(-1, *IMAGE)
     seconds = time.perf_counter() - t0
     predicted = judge.predict(x)
     held = attribute_classes(wanted, split.held_out)[0] >= 0
@@ -262,7 +270,7 @@ def run(plan: dict, out: str, progress: bool) -> dict[str, Any]:
             if seed == seeds[0]:
                 grids[f"{mode} conditioning"] = grid
     for seed in seeds:
-        result, eval_loss = train_diffusion(plan, split, features, seed, progress, aux, plan["aux_weight"])
+        result, eval_loss = train_diffusion(plan, split, features, seed, progress, aux.net, plan["aux_weight"])
         accuracy, grid = sample_combinations(plan, result.ema_model, judge, split, seed, progress)
         runs[("features", plan["aux_weight"], seed)] = (result, eval_loss, accuracy)
         diffusion_histories[f"features + NGMG aux, seed {seed}"] = result.history
