@@ -143,7 +143,8 @@ def test_conditioning_demo_tiny(tmp_path, capsys):
     assert all(np.isfinite(r["eval_loss"]) and np.isfinite(r["eval_loss_std"]) for r in results["auxiliary"])
     config = json.loads((out / "config.json").read_text())
     assert config["diffusion_steps"] == 4 and config["seeds"] == [3, 4]
-    for name in ("results.md", "samples_shapes.png", "losses_classifiers.png", "losses_diffusion.png"):
+    for name in ("results.md", "samples_shapes.png", "losses_classifiers_ngmg.png", "losses_classifiers_bce.png",
+                 "losses_diffusion.png"):
         assert (out / name).exists(), name
     assert "held out" in (out / "results.md").read_text()
     assert str(out) in capsys.readouterr().out

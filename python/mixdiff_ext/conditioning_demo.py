@@ -16,7 +16,7 @@ Three experiments, each over several seeds, reported as measured:
    batch and of the training loss.
 
 The output directory gets results.md, results.json and config.json. Plots: sample grids (one row per
-combination), and loss curves for the classifiers and the diffusion runs.
+combination), and loss curves for the classifiers (one plot per loss) and the diffusion runs.
 
     mixdiff conditioning-demo [--full] [--out DIR] [--seeds 0 1 ...]   (or python -m mixdiff_ext.conditioning_demo)
 """
@@ -256,7 +256,9 @@ def run(plan: dict, out: str, progress: bool) -> dict[str, Any]:
     print(f"judge accuracy (all attributes): {judge_acc['all']:.4f}", flush=True)
 
     classifier_rows, classifier_histories, aux = run_classifiers(plan, split, features, seeds, progress)
-    plot_losses(os.path.join(out, "losses_classifiers.png"), classifier_histories)
+    for loss in ("ngmg", "bce"):  # separate plots: the NGMG potential is negative, BCE positive
+        plot_losses(os.path.join(out, f"losses_classifiers_{loss}.png"),
+                    {k: v for k, v in classifier_histories.items() if k.startswith(loss.upper())})
 
     conditioning_rows, grids, diffusion_histories, runs = [], {}, {}, {}
     for mode in ("features", "classes"):

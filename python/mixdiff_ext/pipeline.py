@@ -193,14 +193,15 @@ def plot_samples(path: str | os.PathLike, panels: dict[str, torch.Tensor], refer
 
 
 def plot_losses(path: str | os.PathLike, histories: dict[str, list[dict[str, float]]]) -> None:
-    """Training loss against step, one line per run."""
+    """Training loss against step, one line per run; a log scale when every loss is positive."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, history in histories.items():
         ax.plot([h["step"] for h in history], [h["loss"] for h in history], label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
+    if all(h["loss"] > 0 for history in histories.values() for h in history):
+        ax.set_yscale("log")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=110)

@@ -80,17 +80,25 @@ MIXDIFF_HD MIXDIFF_INLINE StepCoefficients<T> cast_coefficients(const StepCoeffi
   return {T(c.a0), T(c.b0), T(c.cx), T(c.c0), T(c.ce), T(c.cz), T(c.clip_lo), T(c.clip_hi), c.clip};
 }
 
-// Returns x' = mu + y'; *x0_hat = mu + y0_hat (the clean-sample prediction).
-template <class T>
-MIXDIFF_HD MIXDIFF_INLINE T reverse_element(const StepCoefficients<T>& c, T mu, T x, T a_eps_hat, T a_z, T* x0_hat) {
+// Returns x' = mu + y'; *x0_hat = mu + y0_hat (the clean-sample prediction). kClip: c.clip, fixed at
+// compile time so that CPU loops specialised on it vectorise.
+template <bool kClip, class T>
+MIXDIFF_HD MIXDIFF_INLINE T reverse_element_fixed_clip(const StepCoefficients<T>& c, T mu, T x, T a_eps_hat, T a_z,
+                                                       T* x0_hat) {
   const T y = x - mu;
   T y0 = c.a0 * y + c.b0 * a_eps_hat;
-  if (c.clip) {
+  if (kClip) {
     const T x0 = y0 + mu;
     y0 = (x0 < c.clip_lo ? c.clip_lo : x0 > c.clip_hi ? c.clip_hi : x0) - mu;
   }
   *x0_hat = mu + y0;
   return mu + (c.cx * y + c.c0 * y0 + c.ce * a_eps_hat + c.cz * a_z);
+}
+
+template <class T>
+MIXDIFF_HD MIXDIFF_INLINE T reverse_element(const StepCoefficients<T>& c, T mu, T x, T a_eps_hat, T a_z, T* x0_hat) {
+  return c.clip ? reverse_element_fixed_clip<true>(c, mu, x, a_eps_hat, a_z, x0_hat)
+                : reverse_element_fixed_clip<false>(c, mu, x, a_eps_hat, a_z, x0_hat);
 }
 
 }  // namespace mixdiff

@@ -66,40 +66,61 @@ struct ReverseRows {
   T *prev, *x0;  // x0: null when not asked
 };
 
-// A eps_hat goes through a per-thread row buffer (full covariances); the noise of a group of rows is
-// drawn into a per-thread buffer at once (so short rows share Philox vectors) and scaled by A in place.
-template <class T>
+// One row: prev = reverse_element(...) elementwise, with the clip, the x0_hat output and the noise
+// fixed at compile time, so the loop has no branches and vectorises.
+template <bool kClip, bool kX0, bool kNoise, class T>
+MIXDIFF_INLINE void reverse_row(const StepCoefficients<T>& c, const T* mu, const T* x, const T* a_eps_hat,
+                                const T* a_z, int64_t D, T* out, T* x0) {
+  for (int64_t d = 0; d < D; ++d) {
+    T x0_hat;
+    out[d] = reverse_element_fixed_clip<kClip>(c, mu[d], x[d], a_eps_hat[d], kNoise ? a_z[d] : T(0), &x0_hat);
+    if constexpr (kX0) x0[d] = x0_hat;
+  }
+}
+
+// A eps_hat goes through a per-thread row buffer unless A = I; the noise of a group of rows is drawn
+// into a per-thread buffer at once (so short rows share Philox vectors) and scaled by A in place.
+template <bool kClip, bool kX0, bool kNoise, class T>
 MIXDIFF_CPU_CLONES void reverse_rows(const ReverseRows<T>& a, int64_t b, int64_t e) {
   const int64_t D = a.D, fs = factor_size(a.cov, D);
   const int64_t group = std::clamp<int64_t>(16384 / std::max<int64_t>(D, 1), 1, 64);
-  const bool with_noise = a.c.cz != T(0);
-  std::vector<T> a_eps(a.cov == CovType::Full ? D : 0), z(with_noise ? group * D : 0);
-  T x0_discard;
+  std::vector<T> a_eps(a.cov == CovType::Identity ? 0 : D), z(kNoise ? group * D : 0);
   for (int64_t g0 = b; g0 < e; g0 += group) {
     const int64_t g1 = std::min(e, g0 + group);
-    if (with_noise) {
+    if constexpr (kNoise) {
       if (a.draw_noise) cpu::rows_normals(a.seed, a.stream, a.offset + static_cast<uint64_t>(g0), g1 - g0, D, z.data());
       else std::copy(a.noise + g0 * D, a.noise + g1 * D, z.begin());
     }
     for (int64_t i = g0; i < g1; ++i) {
       const int64_t k = a.labels[i];
-      const T* mu = a.means + k * D;
-      const T* x = a.x + i * D;
-      const T* eh = a.eps_hat + i * D;
       const T* f = a.factor + k * fs;
-      T* out = a.prev + i * D;
-      T* x0 = a.x0 ? a.x0 + i * D : nullptr;
-      T* zi = with_noise ? z.data() + (i - g0) * D : nullptr;
-      if (with_noise) apply_factor(a.cov, f, D, zi);
-      if (a.cov == CovType::Full) {
-        std::copy(eh, eh + D, a_eps.begin());
-        lower_matvec_inplace(f, D, a_eps.data());
+      const T* eps_hat = a.eps_hat + i * D;
+      T* zi = kNoise ? z.data() + (i - g0) * D : nullptr;
+      if constexpr (kNoise) apply_factor(a.cov, f, D, zi);
+      if (a.cov != CovType::Identity) {
+        std::copy(eps_hat, eps_hat + D, a_eps.begin());
+        apply_factor(a.cov, f, D, a_eps.data());
+        eps_hat = a_eps.data();
       }
-      for (int64_t d = 0; d < D; ++d) {
-        const T ae = a.cov == CovType::Full ? a_eps[d] : factor_scale(a.cov, f, d) * eh[d];
-        out[d] = reverse_element(a.c, mu[d], x[d], ae, with_noise ? zi[d] : T(0), x0 ? x0 + d : &x0_discard);
-      }
+      reverse_row<kClip, kX0, kNoise>(a.c, a.means + k * D, a.x + i * D, eps_hat, zi, D, a.prev + i * D,
+                                      kX0 ? a.x0 + i * D : nullptr);
     }
+  }
+}
+
+// reverse_rows for the step's flags: clip set, x0_hat asked for, noise term present.
+template <class T>
+void reverse_rows_dispatch(const ReverseRows<T>& a, int64_t b, int64_t e) {
+  const int flags = (a.c.clip ? 4 : 0) | (a.x0 ? 2 : 0) | (a.c.cz != T(0) ? 1 : 0);
+  switch (flags) {
+    case 0: return reverse_rows<false, false, false>(a, b, e);
+    case 1: return reverse_rows<false, false, true>(a, b, e);
+    case 2: return reverse_rows<false, true, false>(a, b, e);
+    case 3: return reverse_rows<false, true, true>(a, b, e);
+    case 4: return reverse_rows<true, false, false>(a, b, e);
+    case 5: return reverse_rows<true, false, true>(a, b, e);
+    case 6: return reverse_rows<true, true, false>(a, b, e);
+    default: return reverse_rows<true, true, true>(a, b, e);
   }
 }
 
@@ -131,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor> reverse_step_cpu(
                                      a.prev.data_ptr<scalar_t>(),
                                      return_x0 ? a.x0.data_ptr<scalar_t>() : nullptr};
     const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1));
-    at::parallel_for(0, a.prev.size(0), grain, [&](int64_t b, int64_t e) { reverse_rows(rows, b, e); });
+    at::parallel_for(0, a.prev.size(0), grain, [&](int64_t b, int64_t e) { reverse_rows_dispatch(rows, b, e); });
   });
   return {a.prev, a.x0};
 }
