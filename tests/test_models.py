@@ -497,3 +497,19 @@ def test_conditioning_bad_inputs():
         model.sample(4, conditions=a, guidance_scale="2", progress=False)
     with pytest.raises(TypeError, match="unexpected keyword"):
         model.sample(4, guidanse_scale=2.0, progress=False)
+
+
+def test_mixsgm_takes_a_conditioner():
+    conditioner = GMMConditioner(3, 6, sigma=0.3, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = MixSGM(CondNet(2, 6).double(), mixture_prior(), conditioner=conditioner, cond_dropout=0.2)
+    x0 = mixture_prior().sample(30, seed=1)
+    a = random_attributes(30)
+    t = model.sample_timesteps(30, gen(2))
+    loss = model.loss(x0, t=t, seed=3, conditions=a)
+    assert torch.isfinite(loss)
+    kw = dict(steps=10, sampler="ode", seed=4, progress=False, guidance_scale=1.5)
+    x = model.sample(30, conditions=a, **kw)
+    cond = conditioner.sample(a, seed=derive_seed(4, SEED_CONDITION_NOISE))
+    assert torch.equal(x, model.sample(30, cond=cond, **kw))
+    assert not torch.allclose(x, model.sample(30, conditions=1 - a, **kw))

@@ -37,7 +37,7 @@ from .classifier import AttributeClassifier, AttributeObjective, attribute_accur
 from .conditioning import GMMConditioner, attribute_classes
 from .models import MixDDPM
 from .nets import MLP
-from .pipeline import _pyplot, plot_losses, save_json
+from .pipeline import _pyplot, plot_losses, save_json, write_results
 from .prior import GaussianMixturePrior
 from .training import train
 
@@ -328,11 +328,8 @@ def main(argv=None) -> str:
     t0 = time.perf_counter()
     results = run(plan, out, progress=not args.no_progress)
     results["seconds"] = time.perf_counter() - t0
-    table = markdown(results)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(f"# mixdiff conditioning-demo ({'full' if args.full else 'quick'}), seeds {plan['seeds']}\n\n{table}\n")
-    save_json(os.path.join(out, "results.json"), results)
-    print(f"\n{table}\n\nfinished in {results['seconds']:.0f} s; results, plots and config in {os.path.abspath(out)}")
+    write_results(out, f"mixdiff conditioning-demo ({'full' if args.full else 'quick'}), seeds {plan['seeds']}",
+                  markdown(results), results, results["seconds"])
     return out
 
 

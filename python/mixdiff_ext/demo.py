@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from . import metrics
-from .pipeline import build_model, default_config, fit_prior, load_data, plot_losses, plot_samples, save_json
+from .pipeline import (build_model, default_config, fit_prior, load_data, plot_losses, plot_samples, save_json,
+                       write_results)
 from .prior import effort
 from .training import train
 
@@ -138,11 +139,8 @@ def main(argv=None) -> str:
         print(f"\n== {name}")
         rows += run_dataset(name, plan, args.seed, out, progress=not args.no_progress)
         print(markdown_table([r for r in rows if r["dataset"] == name]))
-    table = markdown_table(rows)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(f"# mixdiff demo ({'full' if args.full else 'quick'}), seed {args.seed}\n\n{table}\n")
-    save_json(os.path.join(out, "results.json"), rows)
-    print(f"\n{table}\n\nfinished in {time.perf_counter() - t0:.0f} s; results, plots and config in {os.path.abspath(out)}")
+    write_results(out, f"mixdiff demo ({'full' if args.full else 'quick'}), seed {args.seed}", markdown_table(rows),
+                  rows, time.perf_counter() - t0)
     return out
 
 

@@ -19,7 +19,7 @@ from .nets import MLP, UNet
 from .prior import GaussianMixturePrior
 
 __all__ = ["MODEL_KINDS", "build_model", "default_config", "fit_prior", "load_data", "load_run", "plot_losses",
-           "plot_samples", "save_json", "save_run"]
+           "plot_samples", "save_json", "save_run", "write_results"]
 
 MODEL_KINDS = ("ddpm", "mixddpm", "sgm", "mixsgm")
 CONFIG_NAME, PRIOR_NAME, MODEL_NAME = "config.json", "prior.pt", "model.pt"
@@ -33,6 +33,15 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def write_results(out: str | os.PathLike, title: str, table: str, results: Any, seconds: float) -> None:
+    """A demo's results.md (title and Markdown table) and results.json in `out`; prints the table and
+    where the outputs are."""
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(f"# {title}\n\n{table}\n")
+    save_json(os.path.join(out, "results.json"), results)
+    print(f"\n{table}\n\nfinished in {seconds:.0f} s; results, plots and config in {os.path.abspath(out)}")
 
 
 def load_data(spec: str, n: int | None = None, seed: int = 0) -> torch.Tensor:
