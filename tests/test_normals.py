@@ -330,3 +330,46 @@ def test_cuda_normals_match_cpu(op, dtype):
     limit = F32_ABS_VS_REF if dtype == torch.float32 else F64_ABS_VS_REF
     assert err <= limit, f"{op}: CUDA vs CPU normals differ by {err:.3e} > {limit:.0e}"
     assert rel_err(gpu, cpu) <= (1e-5 if dtype == torch.float32 else 1e-12)
+
+
+_DRAW_ALL_OPS = """
+import sys, torch
+from mixdiff_ext import ops
+from mixdiff_ext.schedules import DiscreteSchedule
+torch.manual_seed(0)
+out = {}
+for dtype in (torch.float32, torch.float64):
+    for D in (2, 67):  # short rows (row, block) lanes, and long rows
+        means = torch.randn(5, D, dtype=dtype)
+        factor = torch.rand(5, D, dtype=dtype) + 0.5
+        x, labels = ops.prior_sample(means, torch.randn(5, dtype=dtype).log_softmax(0), factor, "diag", 300, 7, 11)
+        q = ops.q_sample(x, torch.rand(300, dtype=dtype), torch.rand(300, dtype=dtype), means, factor, "diag", 8, 3)
+        coefs = DiscreteSchedule.from_name("linear", 1000).ancestral_coefficients(500, 499, "fixed_small")
+        r = ops.reverse_step(x, q.eps, labels, means, factor, "diag", coefs, seed=9, step=4, offset=2)
+        out[f"{dtype}-{D}"] = (x, labels, q.x_t, q.eps, q.labels, r.prev_sample)
+torch.save(out, sys.argv[1])
+"""
+
+
+def test_avx512_and_portable_noise_kernels_agree(tmp_path):
+    # On an AVX-512 machine the noise kernels run a build with vpmuludq Philox products; MIXDIFF_NO_AVX512_PHILOX
+    # forces the AVX2 / baseline build that other machines run. The integers (components) must be equal and
+    # the floats equal up to contraction (a few ulp); elsewhere both runs take the same path.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "draw.py"
+    script.write_text(_DRAW_ALL_OPS)
+    runs = {}
+    for name, extra in (("default", {}), ("portable", {"MIXDIFF_NO_AVX512_PHILOX": "1"})):
+        env = dict(os.environ, **extra)
+        subprocess.run([sys.executable, str(script), str(tmp_path / f"{name}.pt")], check=True, env=env)
+        runs[name] = torch.load(tmp_path / f"{name}.pt")
+    for key, tensors in runs["default"].items():
+        for a, b in zip(tensors, runs["portable"][key]):
+            if a.is_floating_point():
+                torch.testing.assert_close(a, b, rtol=4 * torch.finfo(a.dtype).eps, atol=4 * torch.finfo(a.dtype).eps,
+                                           msg=lambda m: f"{key}: {m}")
+            else:
+                assert torch.equal(a, b), key

@@ -2,7 +2,11 @@
 // CPU-only: the normals of normal.h sixteen Philox blocks at a time. Lane l runs the counter of block
 // j0 + l through the same rounds (philox.h) and the same float transforms (normal.h) as a CUDA thread,
 // so the integers are identical and the float normals equal the scalar path's up to contraction.
+#include <cstdlib>
 #include <type_traits>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "cpu_tiles.h"
 #include "normal.h"
@@ -24,10 +28,55 @@ struct PhiloxMul<VecU32> {
 
 namespace cpu {
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// The same products by vpmuludq. For the 32 x 32 -> 64-bit products above, GCC emits vpmullq (a full
+// 64-bit multiply, 3 uops on Intel) wherever AVX-512DQ exists; vpmuludq needs the intrinsic, which only
+// code compiled for AVX-512 may inline: with_philox_mul gives it to a flattened AVX-512 copy of the
+// kernel. Measured 30% faster normals on an Intel Xeon (2.05 -> 1.49 ns per float normal, one thread),
+// identical numbers.
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+struct PhiloxMulAvx512 {
+  static inline void mulhilo(VecU32 a, uint32_t b, VecU32* hi, VecU32* lo) {
+    const __m512i bv = _mm512_set1_epi32(static_cast<int>(b));
+    const __m512i even = _mm512_mul_epu32((__m512i)a, bv);
+    const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64((__m512i)a, 32), bv);
+    *hi = (VecU32)(_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd));
+    *lo = (VecU32)(_mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32)));
+  }
+};
+#pragma GCC pop_options
+
+template <class Body>
+__attribute__((target("arch=x86-64-v4"), flatten)) void run_with_avx512_mul(const Body& body) {
+  body(PhiloxMulAvx512{});
+}
+template <class Body>
+__attribute__((target_clones("arch=x86-64-v3", "default"), flatten)) void run_with_portable_mul(const Body& body) {
+  body(PhiloxMul<VecU32>{});
+}
+
+// Runs body(mul) for the kernels that draw normals, mul being the Philox product to use (passed on to
+// rows_normals / row_normals_apply): on AVX-512 machines a copy of body compiled for AVX-512 with
+// vpmuludq products, else body compiled for AVX2 or baseline x86-64 (the MIXDIFF_CPU_CLONES targets).
+// The environment variable MIXDIFF_NO_AVX512_PHILOX=1 forces the second (tests compare the two).
+template <class Body>
+void with_philox_mul(const Body& body) {
+  static const bool avx512 = __builtin_cpu_supports("x86-64-v4") && !std::getenv("MIXDIFF_NO_AVX512_PHILOX");
+  if (avx512) run_with_avx512_mul(body);
+  else run_with_portable_mul(body);
+}
+#else
+template <class Body>
+void with_philox_mul(const Body& body) {
+  body(PhiloxMul<VecU32>{});
+}
+#endif
+
 // The normals of one row (normal.h layout), handed out a vector at a time: store(e, count, z) receives
 // elements [e, e + count) in the first count lanes of z (count <= 16), so callers can combine them with
 // other row data while in registers. float: 16 Philox blocks per step; double: libm, 8 blocks per step.
-template <class Store>
+template <class Mul = PhiloxMul<VecU32>, class Store>
 MIXDIFF_INLINE void row_normals_apply(uint64_t seed, uint32_t stream, uint64_t row, int64_t D, float*,
                                       Store&& store) {
   using Ops = VecFloatOps;
@@ -38,7 +87,7 @@ MIXDIFF_INLINE void row_normals_apply(uint64_t seed, uint32_t stream, uint64_t r
   for (int l = 0; l < L; ++l) lane[l] = static_cast<uint32_t>(l);
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   for (int64_t j0 = 0; j0 < B; j0 += L) {
-    const Philox4<VecU32> w = philox4x32_10(
+    const Philox4<VecU32> w = philox4x32_10<VecU32, Mul>(
         Philox4<VecU32>{{lane + static_cast<uint32_t>(j0), VecU32{} + stream, VecU32{} + static_cast<uint32_t>(row),
                          VecU32{} + static_cast<uint32_t>(row >> 32)}},
         k0, k1);
@@ -54,7 +103,7 @@ MIXDIFF_INLINE void row_normals_apply(uint64_t seed, uint32_t stream, uint64_t r
   }
 }
 
-template <class Store>
+template <class Mul = PhiloxMul<VecU32>, class Store>
 MIXDIFF_INLINE void row_normals_apply(uint64_t seed, uint32_t stream, uint64_t row, int64_t D, double*,
                                       Store&& store) {
   using V = Vec<double>::type;
@@ -78,9 +127,9 @@ MIXDIFF_INLINE void row_normals_apply(uint64_t seed, uint32_t stream, uint64_t r
 }
 
 // eps[m * B + j] for all blocks j of the row.
-template <class T>
+template <class T, class Mul = PhiloxMul<VecU32>>
 MIXDIFF_INLINE void row_normals(uint64_t seed, uint32_t stream, uint64_t row, int64_t D, T* eps) {
-  row_normals_apply(seed, stream, row, D, eps,
+  row_normals_apply<Mul>(seed, stream, row, D, eps,
                     [&](int64_t e, int64_t count, const typename Vec<T>::type& z) { store_partial(eps + e, z, count); });
 }
 
@@ -93,7 +142,7 @@ constexpr bool short_rows(int64_t D) {
 
 // The normals of rows row0 .. row0 + nrows - 1 into out [nrows, D] (row-major, normal.h layout per row);
 // the same numbers as row_normals row by row.
-template <class T>
+template <class T, class Mul = PhiloxMul<VecU32>>
 MIXDIFF_INLINE void rows_normals(uint64_t seed, uint32_t stream, uint64_t row0, int64_t nrows, int64_t D, T* out) {
   if constexpr (std::is_same_v<T, float>) {
     if (short_rows<float>(D)) {
@@ -112,7 +161,7 @@ MIXDIFF_INLINE void rows_normals(uint64_t seed, uint32_t stream, uint64_t row0, 
           lo[l] = static_cast<uint32_t>(row);
           hi[l] = static_cast<uint32_t>(row >> 32);
         }
-        const Philox4<VecU32> w = philox4x32_10(Philox4<VecU32>{{block, VecU32{} + stream, lo, hi}},
+        const Philox4<VecU32> w = philox4x32_10<VecU32, Mul>(Philox4<VecU32>{{block, VecU32{} + stream, lo, hi}},
                                                 static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
         VecFloatOps::F z[4];
         box_muller<VecFloatOps>(w.v[0], w.v[1], &z[0], &z[1]);
@@ -126,7 +175,7 @@ MIXDIFF_INLINE void rows_normals(uint64_t seed, uint32_t stream, uint64_t row0, 
       return;
     }
   }
-  for (int64_t r = 0; r < nrows; ++r) row_normals(seed, stream, row0 + static_cast<uint64_t>(r), D, out + r * D);
+  for (int64_t r = 0; r < nrows; ++r) row_normals<T, Mul>(seed, stream, row0 + static_cast<uint64_t>(r), D, out + r * D);
 }
 
 }  // namespace cpu

@@ -26,14 +26,15 @@ struct PhiloxMul<uint32_t> {
   }
 };
 
-// The 10-round Philox4x32 bijection of counter c under key (k0, k1).
-template <class W>
+// The 10-round Philox4x32 bijection of counter c under key (k0, k1). Mul: how the products are formed
+// (the CPU's AVX-512 kernels pass an intrinsic version, cpu_random.h).
+template <class W, class Mul = PhiloxMul<W>>
 MIXDIFF_HD MIXDIFF_INLINE Philox4<W> philox4x32_10(Philox4<W> c, uint32_t k0, uint32_t k1) {
   const uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   for (int round = 0; round < 10; ++round) {
     W hi0, lo0, hi1, lo1;
-    PhiloxMul<W>::mulhilo(c.v[0], kM0, &hi0, &lo0);
-    PhiloxMul<W>::mulhilo(c.v[2], kM1, &hi1, &lo1);
+    Mul::mulhilo(c.v[0], kM0, &hi0, &lo0);
+    Mul::mulhilo(c.v[2], kM1, &hi1, &lo1);
     c = Philox4<W>{{hi1 ^ c.v[1] ^ k0, lo1, hi0 ^ c.v[3] ^ k1, lo0}};
     k0 += kW0;
     k1 += kW1;

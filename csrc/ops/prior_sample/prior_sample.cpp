@@ -41,6 +41,7 @@ namespace {
 
 // Components of rows row0 .. row0 + count - 1 (count <= 16): the uniforms of 16 rows from one vector
 // Philox call (lane l: counter (0, kStreamComponent, row0 + l)), then the shared bisection.
+template <class Mul>
 MIXDIFF_INLINE void draw_components(const double* cdf, int64_t K, uint64_t seed, uint64_t row0, int64_t count,
                                     int64_t* labels) {
   if (K == 1) {  // the draw can only give 0
@@ -52,14 +53,16 @@ MIXDIFF_INLINE void draw_components(const double* cdf, int64_t K, uint64_t seed,
     lo[l] = static_cast<uint32_t>(row0 + l);
     hi[l] = static_cast<uint32_t>((row0 + l) >> 32);
   }
-  const Philox4<VecU32> w = philox4x32_10(Philox4<VecU32>{{VecU32{}, VecU32{} + static_cast<uint32_t>(kStreamComponent), lo, hi}},
-                                          static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  const Philox4<VecU32> w = philox4x32_10<VecU32, Mul>(
+      Philox4<VecU32>{{VecU32{}, VecU32{} + static_cast<uint32_t>(kStreamComponent), lo, hi}},
+      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
   for (int64_t l = 0; l < count; ++l)
     labels[l] = categorical_inverse_cdf(cdf, K, uniform_open0(w.v[0][l], w.v[1][l]));
 }
 
-template <class T>
-MIXDIFF_CPU_CLONES void sample_rows(CovType cov, const T* means, const T* factor, const double* cdf, int64_t K,
+// Mul: the Philox product of cpu::with_philox_mul, which compiles this for the machine.
+template <class Mul, class T>
+void sample_rows(CovType cov, const T* means, const T* factor, const double* cdf, int64_t K,
                                     int64_t D, uint64_t seed, uint64_t offset, int64_t b, int64_t e, T* x,
                                     int64_t* labels) {
   using V = typename cpu::Vec<T>::type;
@@ -67,10 +70,10 @@ MIXDIFF_CPU_CLONES void sample_rows(CovType cov, const T* means, const T* factor
   const int64_t fs = factor_size(cov, D);
   for (int64_t r0 = b; r0 < e; r0 += kRows) {
     const int64_t rows = std::min(kRows, e - r0);
-    draw_components(cdf, K, seed, offset + static_cast<uint64_t>(r0), rows, labels + r0);
+    draw_components<Mul>(cdf, K, seed, offset + static_cast<uint64_t>(r0), rows, labels + r0);
     // full covariances and short rows: the block's noise in one batched draw, transformed in place
     const bool drawn = cov == CovType::Full || cpu::short_rows<T>(D);
-    if (drawn) cpu::rows_normals(seed, kStreamPriorNoise, offset + static_cast<uint64_t>(r0), rows, D, x + r0 * D);
+    if (drawn) cpu::rows_normals<T, Mul>(seed, kStreamPriorNoise, offset + static_cast<uint64_t>(r0), rows, D, x + r0 * D);
     for (int64_t i = r0; i < r0 + rows; ++i) {
       const uint64_t row = offset + static_cast<uint64_t>(i);
       const int64_t k = labels[i];
@@ -82,7 +85,7 @@ MIXDIFF_CPU_CLONES void sample_rows(CovType cov, const T* means, const T* factor
         continue;
       }
       // Separable: x = mu + scale * z while z is in registers.
-      cpu::row_normals_apply(seed, kStreamPriorNoise, row, D, xi, [&](int64_t e0, int64_t count, const V& z) {
+      cpu::row_normals_apply<Mul>(seed, kStreamPriorNoise, row, D, xi, [&](int64_t e0, int64_t count, const V& z) {
         const V scale = cov == CovType::Diag ? cpu::load_partial(f + e0, count)
                                              : V{} + (cov == CovType::Spherical ? f[0] : T(1));
         cpu::store_partial(xi + e0, cpu::load_partial(mu + e0, count) + scale * z, count);
@@ -100,9 +103,12 @@ std::tuple<at::Tensor, at::Tensor> prior_sample_cpu(const at::Tensor& means, con
   advise_huge_pages(a.x);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "prior_sample_cpu", [&] {
     at::parallel_for(0, a.x.size(0), 64, [&](int64_t b, int64_t e) {
-      sample_rows<scalar_t>(cov, a.means.data_ptr<scalar_t>(), a.factor.data_ptr<scalar_t>(), a.cdf.data_ptr<double>(),
-                            K, D, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), b, e,
-                            a.x.data_ptr<scalar_t>(), a.labels.data_ptr<int64_t>());
+      cpu::with_philox_mul([&](auto mul) {
+        sample_rows<decltype(mul)>(cov, a.means.data_ptr<scalar_t>(), a.factor.data_ptr<scalar_t>(),
+                                   a.cdf.data_ptr<double>(), K, D, static_cast<uint64_t>(seed),
+                                   static_cast<uint64_t>(offset), b, e, a.x.data_ptr<scalar_t>(),
+                                   a.labels.data_ptr<int64_t>());
+      });
     });
   });
   return {a.x, a.labels};

@@ -54,8 +54,9 @@ struct QSampleRows {
 };
 
 // Rows [b, e) in blocks that stay in cache between the assignment, the noise draw and the combination.
-template <class T>
-MIXDIFF_CPU_CLONES void q_sample_rows(const QSampleRows<T>& a, int64_t b, int64_t e) {
+// Mul: the Philox product of cpu::with_philox_mul, which compiles this for the machine.
+template <class Mul, class T>
+void q_sample_rows(const QSampleRows<T>& a, int64_t b, int64_t e) {
   using V = typename cpu::Vec<T>::type;
   constexpr int64_t kRowsPerBlock = 16;
   const int64_t D = a.D, fs = factor_size(a.cov, D);
@@ -69,7 +70,7 @@ MIXDIFF_CPU_CLONES void q_sample_rows(const QSampleRows<T>& a, int64_t b, int64_
     }
     // short rows: the block's noise in one batched draw, combined from memory below
     const bool drawn = !a.noise && (a.cov == CovType::Full || cpu::short_rows<T>(D));
-    if (drawn) cpu::rows_normals(a.seed, kStreamForwardNoise, a.offset + static_cast<uint64_t>(r0), r1 - r0, D,
+    if (drawn) cpu::rows_normals<T, Mul>(a.seed, kStreamForwardNoise, a.offset + static_cast<uint64_t>(r0), r1 - r0, D,
                                  a.eps + r0 * D);
     for (int64_t i = r0; i < r1; ++i) {
       const int64_t k = a.labels_out[i];
@@ -101,7 +102,7 @@ MIXDIFF_CPU_CLONES void q_sample_rows(const QSampleRows<T>& a, int64_t b, int64_
           combine(e0, count, cpu::load_partial(given + e0, count));
         }
       } else {
-        cpu::row_normals_apply(a.seed, kStreamForwardNoise, a.offset + static_cast<uint64_t>(i), D, eps, combine);
+        cpu::row_normals_apply<Mul>(a.seed, kStreamForwardNoise, a.offset + static_cast<uint64_t>(i), D, eps, combine);
       }
     }
   }
@@ -135,7 +136,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> q_sample_cpu(
                                      a.eps.data_ptr<scalar_t>(),
                                      a.labels_out.data_ptr<int64_t>()};
     const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1));
-    at::parallel_for(0, a.x_t.size(0), grain, [&](int64_t b, int64_t e) { q_sample_rows(rows, b, e); });
+    at::parallel_for(0, a.x_t.size(0), grain, [&](int64_t b, int64_t e) {
+      cpu::with_philox_mul([&](auto mul) { q_sample_rows<decltype(mul)>(rows, b, e); });
+    });
   });
   return {a.x_t, a.eps, a.labels_out};
 }

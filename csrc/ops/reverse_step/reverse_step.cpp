@@ -80,15 +80,15 @@ MIXDIFF_INLINE void reverse_row(const StepCoefficients<T>& c, const T* mu, const
 
 // A eps_hat goes through a per-thread row buffer unless A = I; the noise of a group of rows is drawn
 // into a per-thread buffer at once (so short rows share Philox vectors) and scaled by A in place.
-template <bool kClip, bool kX0, bool kNoise, class T>
-MIXDIFF_CPU_CLONES void reverse_rows(const ReverseRows<T>& a, int64_t b, int64_t e) {
+template <bool kClip, bool kX0, bool kNoise, class Mul, class T>
+void reverse_rows(const ReverseRows<T>& a, int64_t b, int64_t e) {
   const int64_t D = a.D, fs = factor_size(a.cov, D);
   const int64_t group = std::clamp<int64_t>(16384 / std::max<int64_t>(D, 1), 1, 64);
   std::vector<T> a_eps(a.cov == CovType::Identity ? 0 : D), z(kNoise ? group * D : 0);
   for (int64_t g0 = b; g0 < e; g0 += group) {
     const int64_t g1 = std::min(e, g0 + group);
     if constexpr (kNoise) {
-      if (a.draw_noise) cpu::rows_normals(a.seed, a.stream, a.offset + static_cast<uint64_t>(g0), g1 - g0, D, z.data());
+      if (a.draw_noise) cpu::rows_normals<T, Mul>(a.seed, a.stream, a.offset + static_cast<uint64_t>(g0), g1 - g0, D, z.data());
       else std::copy(a.noise + g0 * D, a.noise + g1 * D, z.begin());
     }
     for (int64_t i = g0; i < g1; ++i) {
@@ -108,19 +108,20 @@ MIXDIFF_CPU_CLONES void reverse_rows(const ReverseRows<T>& a, int64_t b, int64_t
   }
 }
 
-// reverse_rows for the step's flags: clip set, x0_hat asked for, noise term present.
-template <class T>
+// reverse_rows for the step's flags: clip set, x0_hat asked for, noise term present. Mul: the Philox
+// product of cpu::with_philox_mul, which compiles this for the machine.
+template <class Mul, class T>
 void reverse_rows_dispatch(const ReverseRows<T>& a, int64_t b, int64_t e) {
   const int flags = (a.c.clip ? 4 : 0) | (a.x0 ? 2 : 0) | (a.c.cz != T(0) ? 1 : 0);
   switch (flags) {
-    case 0: return reverse_rows<false, false, false>(a, b, e);
-    case 1: return reverse_rows<false, false, true>(a, b, e);
-    case 2: return reverse_rows<false, true, false>(a, b, e);
-    case 3: return reverse_rows<false, true, true>(a, b, e);
-    case 4: return reverse_rows<true, false, false>(a, b, e);
-    case 5: return reverse_rows<true, false, true>(a, b, e);
-    case 6: return reverse_rows<true, true, false>(a, b, e);
-    default: return reverse_rows<true, true, true>(a, b, e);
+    case 0: return reverse_rows<false, false, false, Mul>(a, b, e);
+    case 1: return reverse_rows<false, false, true, Mul>(a, b, e);
+    case 2: return reverse_rows<false, true, false, Mul>(a, b, e);
+    case 3: return reverse_rows<false, true, true, Mul>(a, b, e);
+    case 4: return reverse_rows<true, false, false, Mul>(a, b, e);
+    case 5: return reverse_rows<true, false, true, Mul>(a, b, e);
+    case 6: return reverse_rows<true, true, false, Mul>(a, b, e);
+    default: return reverse_rows<true, true, true, Mul>(a, b, e);
   }
 }
 
@@ -152,7 +153,9 @@ std::tuple<at::Tensor, at::Tensor> reverse_step_cpu(
                                      a.prev.data_ptr<scalar_t>(),
                                      return_x0 ? a.x0.data_ptr<scalar_t>() : nullptr};
     const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1));
-    at::parallel_for(0, a.prev.size(0), grain, [&](int64_t b, int64_t e) { reverse_rows_dispatch(rows, b, e); });
+    at::parallel_for(0, a.prev.size(0), grain, [&](int64_t b, int64_t e) {
+      cpu::with_philox_mul([&](auto mul) { reverse_rows_dispatch<decltype(mul)>(rows, b, e); });
+    });
   });
   return {a.prev, a.x0};
 }
