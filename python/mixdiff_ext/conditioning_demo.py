@@ -157,8 +157,8 @@ def train_diffusion(plan, split, conditioner, seed, progress, aux_classifier=Non
     conditions = _conditions(conditioner, split.train_attributes, split.seen)
     torch.manual_seed(seed)
     model = _diffusion_model(plan, conditioner, aux_classifier, aux_weight)
-    result = train(model, split.train_images.flatten(1), plan["diffusion_steps"], batch_size=plan["batch_size"], lr=plan["lr"],
-                   seed=seed, conditions=conditions, progress=progress,
+    result = train(model, split.train_images.flatten(1), plan["diffusion_steps"], batch_size=plan["batch_size"],
+                   lr=plan["lr"], seed=seed, conditions=conditions, progress=progress,
                    log_every=max(plan["diffusion_steps"] // 30, 1))
     return result, _eval_loss(result.ema_model, split.seen)
 

@@ -222,9 +222,9 @@ class _MixtureDiffusion(nn.Module):
         gradient through x0_hat (which carries 1 / signal) bounded at high noise."""
         if conditions is None:
             raise ValueError("aux_weight > 0: the loss needs `conditions` (the attributes whose mixture is the target)")
-        m = signal.to(x_t.dtype)[:, None]
+        m, s = signal.to(x_t.dtype)[:, None], noise_scale.to(x_t.dtype)[:, None]
         mu = means[labels]
-        x0_hat = mu + (x_t - mu - noise_scale.to(x_t.dtype)[:, None] * apply_factor(factor, cov_type, labels, eps_hat)) / m
+        x0_hat = mu + (x_t - mu - s * apply_factor(factor, cov_type, labels, eps_hat)) / m
         pred = self.aux_classifier(x0_hat.reshape(x_t.shape[0], *self.sample_shape))
         per_row = self.conditioner.ngmg_loss(pred, conditions, sigma=self.aux_sigma, kind=self.aux_kind,
                                              reduction="none")
