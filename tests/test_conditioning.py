@@ -47,6 +47,17 @@ def test_sign_means_classes(dtype):
     assert not torch.equal(cond.means, GMMConditioner(7, 32, mode="classes", seed=6, dtype=dtype).means)
 
 
+def test_sign_class_means_are_distinct():
+    # 12 classes in 8 dimensions: independent +-1 draws would collide for some seeds (seed 0 did); drawn
+    # without replacement they never do. All 2**dim patterns when K = 2**dim.
+    for seed in range(50):
+        means = GMMConditioner(12, 8, mode="classes", seed=seed).means
+        assert len(torch.unique(means, dim=0)) == 12, seed
+    full = GMMConditioner(16, 4, mode="classes", seed=1).means
+    assert len(torch.unique(full, dim=0)) == 16
+    assert ((full == 1) | (full == -1)).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mode", ["features", "classes"])
 def test_random_means(mode, dtype):

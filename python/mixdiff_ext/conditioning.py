@@ -9,7 +9,7 @@ below is **our interpretation** of it. The model is conditioned on c in R^dim ra
 * class mode: K classes with means mu_k in R^dim, and c = mu_k + sigma eps, eps ~ N(0, I_dim).
 
 Either way c ~ N(centre(a), sigma^2 I). The means are +-1 vectors by default ("sign": mu_{j,v} = (2v - 1) 1_b;
-class means are Rademacher vectors) or random Gaussian directions of the same norm ("random"), so sigma
+class means are distinct random +-1 vectors) or random Gaussian directions of the same norm ("random"), so sigma
 has the same meaning for both. `sample` draws eps from the package's counter-based generator (row i of a
 call uses row offset + i of the stream of `seed`, whatever the batch split). `decode` reads attributes or
 classes back off a vector (the nearest mean), e.g. off a classifier trained to predict c, and `ngmg_loss`
@@ -76,7 +76,16 @@ def _integer_dtype(t: torch.Tensor) -> bool:
 
 
 def _sign_rows(shape, generator: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, 2, shape, generator=generator).to(torch.float64) * 2 - 1
+    """K distinct random +-1 vectors of length dim (two classes with one mean could not be told apart):
+    K of the 2**dim sign patterns drawn without replacement; for dim > 24 independent draws, which
+    collide with probability below K^2 / 2^25."""
+    k, dim = shape
+    if dim <= 24 and k <= 2**dim:
+        codes = torch.randperm(2**dim, generator=generator)[:k]
+        bits = (codes[:, None] >> torch.arange(dim)) & 1
+    else:
+        bits = torch.randint(0, 2, shape, generator=generator)
+    return bits.to(torch.float64) * 2 - 1
 
 
 def _random_directions(shape, generator: torch.Generator) -> torch.Tensor:
@@ -99,14 +108,14 @@ class GMMConditioner(torch.nn.Module):
         dim: the condition vector's length; in feature mode a multiple of M (blocks of b = dim // M).
         sigma: the standard deviation of each coordinate around its mean (> 0).
         mode: "features" (binary attributes, one block each) or "classes".
-        means: "sign" (features: mu_{j,v} = (2v - 1) 1_b; classes: Rademacher +-1 vectors drawn with `seed`),
+        means: "sign" (features: mu_{j,v} = (2v - 1) 1_b; classes: distinct random +-1 vectors drawn with `seed`),
             "random" (Gaussian directions drawn with `seed`, normalised to the norm of the sign means, sqrt(b)
             or sqrt(dim)), or a floating tensor of shape [M, 2, b] (features) or [K, dim] (classes).
         seed: the seed of the random means (an integer; unused for feature-mode "sign" and tensor means).
         dtype: the floating dtype of the `means` buffer (tensor means are converted to it).
 
     The means are the buffer `means` (moved by .to(), saved in state_dict). With class-mode "sign" means,
-    K > 2**dim classes necessarily share means, and small dim makes collisions likely.
+    K > 2**dim classes necessarily share means (the sign patterns are distinct while K <= 2**dim).
     """
 
     means: torch.Tensor
