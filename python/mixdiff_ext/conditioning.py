@@ -25,6 +25,8 @@ import torch
 from . import ops
 from ._checks import check_real
 from ._random import check_offset, check_seed, is_int, resolve_seed
+from .ops import _compute_dtype
+from .prior import _check_finite
 
 __all__ = ["GMMConditioner", "attribute_classes"]
 
@@ -53,11 +55,6 @@ def _check_tensor(value, name: str) -> torch.Tensor:
 def _check_device(t: torch.Tensor, device: torch.device, name: str) -> None:
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but the conditioner's means are on {device}")
-
-
-def _check_finite(t: torch.Tensor, name: str) -> None:
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or inf")
 
 
 def _binary(a: torch.Tensor, name: str) -> torch.Tensor:
@@ -273,7 +270,7 @@ class GMMConditioner(torch.nn.Module):
         n = x0.shape[0]
         if n == 0:
             return x0.new_empty((0, self._dim))
-        compute = torch.float64 if self.dtype == torch.float64 else torch.float32
+        compute = _compute_dtype(self.means)
         x0 = x0.to(compute)
         ones = torch.ones(n, dtype=compute, device=self.device)
         out = ops.q_sample(
@@ -300,7 +297,7 @@ class GMMConditioner(torch.nn.Module):
         c = self._check_vectors(c, "c")
         with torch.no_grad():
             if self._mode == "classes":
-                compute = torch.float64 if c.dtype == torch.float64 else torch.float32
+                compute = _compute_dtype(c)
                 return ops.assign_nearest(c.to(compute), self.means.to(compute)).labels
             dtype = torch.promote_types(c.dtype, self.dtype)
             blocks = c.to(dtype).reshape(c.shape[0], self._num, 1, self._block)
@@ -354,7 +351,7 @@ class GMMConditioner(torch.nn.Module):
                 raise ValueError(f"sigma must be positive, got {sigma}")
         pred = self._check_vectors(pred, "pred")
         n = pred.shape[0]
-        compute = torch.float64 if pred.dtype == torch.float64 else torch.float32
+        compute = _compute_dtype(pred)
         if self._mode == "features":
             m, b = self._num, self._block
             soft = self._soft_features(a)

@@ -25,6 +25,7 @@ names to the built-in datasets for the command line. The exact generators are in
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import numbers
 import os
@@ -590,17 +591,6 @@ def shapes_split(
     return ShapesSplit(train_images, train_attributes, test_images, test_attributes, seen, held)
 
 
-def _shapes_images(
-    n: int | None = None,
-    seed: int = 0,
-    attributes: torch.Tensor | None = None,
-    combinations: torch.Tensor | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """``shapes`` returning the images only (``DATASETS["shapes"]``)."""
-    return shapes(n, seed, attributes, combinations, dtype, return_attributes=False)
-
-
 # --- registry ------------------------------------------------------------------------------------------
 DATASETS: dict[str, Callable[..., torch.Tensor]] = {
     "gmm1d": gmm1d,
@@ -609,7 +599,7 @@ DATASETS: dict[str, Callable[..., torch.Tensor]] = {
     "anisotropic": anisotropic,
     "digits": digits,
     "arrivals": arrivals,
-    "shapes": _shapes_images,
+    "shapes": functools.partial(shapes, return_attributes=False),  # the images only
 }
 
 
