@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import COVARIANCE_TYPES, Mixture, devices, make_mixture, rel_err, standard_mixture, tol_for
+from conftest import COVARIANCE_TYPES, HAS_CUDA, Mixture, devices, make_mixture, rel_err, standard_mixture, tol_for
 from mixdiff_ext import GaussianMixturePrior
 from mixdiff_ext import _reference as ref
 from mixdiff_ext import ops
@@ -453,6 +453,104 @@ def test_opcheck(cov, device):
     factor = mix.cov_factor if mix.cov_factor is not None else torch.empty(0, dtype=torch.float64, device=device)
     args = (mix.means, mix.log_weights, factor, cov, 6, 2**40 + 5, 3)
     torch.library.opcheck(torch.ops.mixdiff.prior_sample.default, args)
+
+
+# ---------------------------------------------------------------------------------------------------
+# prior_sample.out: the same draws written into caller-owned tensors.
+# ---------------------------------------------------------------------------------------------------
+def _out_buffers(mix: Mixture, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Buffers filled with junk, so that an element the op fails to write shows."""
+    x = torch.full((n, mix.means.shape[1]), math.nan, dtype=_cdtype(mix.means.dtype), device=device)
+    return x, torch.full((n,), -7, dtype=torch.int64, device=device)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("cov", COVARIANCE_TYPES)
+def test_out_equals_allocating_op(cov, dtype, device):
+    mix = make_mixture(5, 7, cov, seed=75, dtype=dtype).to(device=device)
+    x, labels = _out_buffers(mix, 300, device)
+    for seed, offset in ((76, 0), (77, 1000)):  # the same buffers twice: reuse overwrites every element
+        want = _run(mix, 300, seed, offset, device=device)
+        got = ops.prior_sample(mix.means, mix.log_weights, mix.cov_factor, cov, 300, seed, offset, out=(x, labels))
+        assert got.x is x and got.labels is labels
+        assert torch.equal(x, want.x) and torch.equal(labels, want.labels)
+
+
+@pytest.mark.parametrize("device", devices)
+def test_out_with_no_rows(device):
+    mix = make_mixture(3, 4, "diag", seed=78).to(device=device)
+    x, labels = _out_buffers(mix, 0, device)
+    got = ops.prior_sample(mix.means, mix.log_weights, mix.cov_factor, "diag", 0, 1, out=(x, labels))
+    assert got.x.shape == (0, 4) and got.labels.shape == (0,)
+
+
+@pytest.mark.parametrize("device", devices)
+def test_prior_sample_method_out(device):
+    prior = _prior(make_mixture(4, 3, "full", seed=79)).to(device)
+    want_x, want_labels = prior.sample(50, seed=80, generator_offset=9, return_labels=True)
+    x = torch.empty(50, 3, dtype=torch.float64, device=device)
+    assert prior.sample(50, seed=80, generator_offset=9, out=x) is x
+    assert torch.equal(x, want_x)
+    labels = torch.empty(50, dtype=torch.int64, device=device)
+    got_x, got_labels = prior.sample(50, seed=80, generator_offset=9, return_labels=True, out=(x, labels))
+    assert got_x is x and got_labels is labels and torch.equal(labels, want_labels)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("cov", ["identity", "full"])
+def test_opcheck_out(cov, device):
+    mix = make_mixture(3, 4, cov, seed=81).to(device=device)
+    factor = mix.cov_factor if mix.cov_factor is not None else torch.empty(0, dtype=torch.float64, device=device)
+    x, labels = _out_buffers(mix, 6, device)
+    torch.library.opcheck(torch.ops.mixdiff.prior_sample.out, (mix.means, mix.log_weights, factor, cov, 6, 2**40 + 5, 3),
+                          {"x": x, "labels": labels})
+
+
+BAD_OUTS = {
+    "x_shape": (lambda x, lab: (x[:-1], lab), r"out tensor x must have shape \[10, 4\], got \[9, 4\]"),
+    "x_width": (lambda x, lab: (x[:, :3], lab), r"out tensor x must have shape \[10, 4\]"),
+    "x_dtype": (lambda x, lab: (x.double(), lab), r"out tensor x must be float"),
+    "x_noncontiguous": (lambda x, lab: (x.T.contiguous().T, lab), r"out tensor x must be contiguous"),
+    "labels_shape": (lambda x, lab: (x, lab[:, None]), r"out tensor labels must have shape \[10\]"),
+    "labels_dtype": (lambda x, lab: (x, lab.int()), r"out tensor labels must be long int"),
+    "labels_noncontiguous": (lambda x, lab: (x, torch.stack([lab, lab], 1)[:, 0]), r"out tensor labels must be contiguous"),
+}
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("case", list(BAD_OUTS))
+def test_bad_outs(case, device):
+    make, match = BAD_OUTS[case]
+    mix = make_mixture(3, 4, "diag", seed=82, dtype=torch.float32).to(device=device)
+    out = make(*_out_buffers(mix, 10, device))
+    with pytest.raises(RuntimeError, match=match):
+        ops.prior_sample(mix.means, mix.log_weights, mix.cov_factor, "diag", 10, 1, out=out)
+
+
+def test_out_must_not_overlap_the_inputs():
+    mix = make_mixture(3, 4, "diag", seed=83, dtype=torch.float32)
+    storage = torch.zeros(13, 4)
+    means = storage[:3].copy_(mix.means)
+    with pytest.raises(RuntimeError, match=r"single memory location"):
+        ops.prior_sample(means, mix.log_weights, mix.cov_factor, "diag", 10, 1,
+                         out=(storage[2:12], torch.empty(10, dtype=torch.int64)))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")
+def test_out_on_another_device():
+    mix = make_mixture(3, 4, "diag", seed=84, dtype=torch.float32).to(device="cuda")
+    x, labels = _out_buffers(mix, 10, "cpu")
+    with pytest.raises(RuntimeError, match=r"out tensor x must be on the means' device cuda"):
+        ops.prior_sample(mix.means, mix.log_weights, mix.cov_factor, "diag", 10, 1, out=(x, labels))
+
+
+@pytest.mark.parametrize("out", [torch.empty(10, 4), (torch.empty(10, 4),), [torch.empty(10, 4), None]])
+def test_out_must_be_a_pair_of_tensors(out):
+    mix = make_mixture(3, 4, "diag", seed=85, dtype=torch.float32)
+    with pytest.raises(TypeError, match=r"out must be a pair of tensors \(x, labels\)"):
+        ops.prior_sample(mix.means, mix.log_weights, mix.cov_factor, "diag", 10, 1, out=out)
 
 
 # ---------------------------------------------------------------------------------------------------

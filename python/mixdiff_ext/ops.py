@@ -189,12 +189,26 @@ def prior_sample(
     n: int,
     seed: int,
     offset: int = 0,
+    *,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> PriorSample:
     """n draws from the mixture; sample i is row offset + i of the counter-based stream of `seed`, so
-    the result does not depend on how the rows are split into calls."""
-    return PriorSample(*torch.ops.mixdiff.prior_sample(
-        means, log_weights, _factor_arg(means, cov_factor), covariance_type, n, seed, offset
-    ))
+    the result does not depend on how the rows are split into calls.
+
+    out: (x, labels) to write into instead of allocating: contiguous, [n, D] in the compute dtype and
+    int64 [n], on the means' device. A buffer reused across calls skips the first-touch page faults of a
+    fresh large allocation (on the CPU they cost about as much as drawing the normals).
+    """
+    factor = _factor_arg(means, cov_factor)
+    if out is None:
+        return PriorSample(*torch.ops.mixdiff.prior_sample(means, log_weights, factor, covariance_type, n, seed,
+                                                            offset))
+    if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
+        raise TypeError(f"out must be a pair of tensors (x, labels), got {type(out).__name__}")
+    x, labels = out
+    torch.ops.mixdiff.prior_sample.out(means, log_weights, factor, covariance_type, n, seed, offset, x=x,
+                                       labels=labels)
+    return PriorSample(x, labels)
 
 
 @torch.library.register_fake("mixdiff::prior_sample")
@@ -203,6 +217,11 @@ def _(means, log_weights, cov_factor, covariance_type, n, seed, offset=0):
         means.new_empty((n, means.shape[1]), dtype=_compute_dtype(means)),
         means.new_empty((n,), dtype=torch.int64),
     )
+
+
+@torch.library.register_fake("mixdiff::prior_sample.out")
+def _(means, log_weights, cov_factor, covariance_type, n, seed, offset=0, *, x, labels):
+    return None
 
 
 # --------------------------------------------------------------------------------------------------

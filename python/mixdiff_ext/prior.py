@@ -257,19 +257,24 @@ class GaussianMixturePrior:
     score_samples = log_prob
 
     # -- sampling ----------------------------------------------------------------------------------
-    def sample(self, n: int, seed: int | None = None, generator_offset: int = 0, return_labels: bool = False):
+    def sample(self, n: int, seed: int | None = None, generator_offset: int = 0, return_labels: bool = False,
+               out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None):
         """n draws from the prior (and their components if return_labels).
 
         Sample i is row generator_offset + i of the counter-based stream of `seed`: drawing in batches
         with advancing offsets gives exactly the samples of one large draw. seed=None draws a seed from
-        torch's default generator, so torch.manual_seed makes it repeatable.
+        torch's default generator, so torch.manual_seed makes it repeatable. out: a contiguous [n, D]
+        tensor in the prior's compute dtype on its device (or an (x, labels) pair with int64 labels [n])
+        to write into; reusing one buffer across calls avoids a fresh allocation's page faults.
         """
         if int(n) != n or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n}")
         generator_offset = check_offset("generator_offset", generator_offset)
         seed = resolve_seed(seed)
+        if isinstance(out, torch.Tensor):
+            out = (out, torch.empty(int(n), dtype=torch.int64, device=out.device))
         x, labels = ops.prior_sample(self._means, self.log_weights, self._factor, self.covariance_type, int(n),
-                                     int(seed), int(generator_offset))
+                                     int(seed), int(generator_offset), out=out)
         return (x, labels) if return_labels else x
 
     # -- persistence -------------------------------------------------------------------------------

@@ -265,14 +265,15 @@ static void check_normal_transforms() {
 }
 
 // The layout of normal.h: element m * B + j of a row is normal m of Philox block j (scalar path), and the
-// CPU's 16-lane cpu::row_normals writes the same numbers (within 2 ulp: they differ at most by floating
-// contraction) to exactly the D elements of the row.
+// CPU's 16-lane cpu::rows_normals writes the same numbers (within 2 ulp: they differ at most by floating
+// contraction) to exactly the D elements of each row. Three rows: a pair drawn together and a single one.
 template <class T>
 static void check_row_normals(double* worst_ulps) {
   constexpr int R = kNormalsPerBlock<T>;
+  constexpr int64_t kRows = 3;
   const int64_t dims[] = {1, 3, 4, 5, 16, 17, 63, 64, 65, 3072};
   const uint64_t seeds[] = {0, 42, 0xfedcba9876543210ull};
-  const uint64_t rows[] = {0, 7, (uint64_t(1) << 32) - 1, uint64_t(1) << 32, (uint64_t(1) << 40) + 3};
+  const uint64_t rows[] = {0, 7, (uint64_t(1) << 32) - 2, uint64_t(1) << 32, (uint64_t(1) << 40) + 3};
   const uint32_t streams[] = {kStreamPriorNoise, kStreamForwardNoise, step_stream(kStreamReverseNoise, 999)};
   const T sentinel = T(-12345.0);
   bool layout_ok = true, guard_ok = true, finite_ok = true;
@@ -280,31 +281,38 @@ static void check_row_normals(double* worst_ulps) {
     const int64_t B = normal_blocks<T>(D);
     CHECK(B == (D + R - 1) / R, "B(%lld) = %lld", (long long)D, (long long)B);
     for (uint64_t seed : seeds)
-      for (uint64_t row : rows)
+      for (uint64_t row0 : rows)
         for (uint32_t stream : streams) {
-          std::vector<T> scalar(D + 32, sentinel), vec(D + 32, sentinel);
-          row_normals<T>(seed, stream, row, D, scalar.data());
-          cpu::row_normals<T>(seed, stream, row, D, vec.data());
-          for (int64_t j = 0; j < B; ++j) {
-            T z[R];
-            block_normals(philox_words(seed, stream, row, static_cast<uint32_t>(j)), z);
-            for (int m = 0; m < R; ++m)
-              if (m * B + j < D && std::memcmp(&scalar[m * B + j], &z[m], sizeof(T)) != 0) layout_ok = false;
+          std::vector<T> vec(kRows * D + 32, sentinel);
+          cpu::rows_normals<T>(seed, stream, row0, kRows, D, vec.data());
+          for (int64_t e = kRows * D; e < kRows * D + 32; ++e)
+            if (vec[e] != sentinel) guard_ok = false;
+          for (int64_t r = 0; r < kRows; ++r) {
+            const uint64_t row = row0 + static_cast<uint64_t>(r);
+            std::vector<T> scalar(D + 32, sentinel);
+            row_normals<T>(seed, stream, row, D, scalar.data());
+            for (int64_t j = 0; j < B; ++j) {
+              T z[R];
+              block_normals(philox_words(seed, stream, row, static_cast<uint32_t>(j)), z);
+              for (int m = 0; m < R; ++m)
+                if (m * B + j < D && std::memcmp(&scalar[m * B + j], &z[m], sizeof(T)) != 0) layout_ok = false;
+            }
+            for (int64_t e = 0; e < D; ++e) {
+              const T v = vec[r * D + e];
+              if (!std::isfinite(double(v)) || !std::isfinite(double(scalar[e]))) finite_ok = false;
+              const double u = sizeof(T) == 4 ? float_ulp(scalar[e]) : double_ulp(scalar[e]);
+              const double d = std::fabs(double(v) - double(scalar[e]));
+              *worst_ulps = std::fmax(*worst_ulps, v == scalar[e] ? 0.0 : d / u);
+            }
+            for (int64_t e = D; e < D + 32; ++e)
+              if (scalar[e] != sentinel) guard_ok = false;
           }
-          for (int64_t e = 0; e < D; ++e) {
-            if (!std::isfinite(double(vec[e])) || !std::isfinite(double(scalar[e]))) finite_ok = false;
-            const double u = sizeof(T) == 4 ? float_ulp(scalar[e]) : double_ulp(scalar[e]);
-            const double d = std::fabs(double(vec[e]) - double(scalar[e]));
-            *worst_ulps = std::fmax(*worst_ulps, vec[e] == scalar[e] ? 0.0 : d / u);
-          }
-          for (int64_t e = D; e < D + 32; ++e)
-            if (vec[e] != sentinel || scalar[e] != sentinel) guard_ok = false;
         }
   }
   CHECK(layout_ok, "scalar row_normals<%s> is not block_normals in the m * B + j layout", R == 4 ? "float" : "double");
-  CHECK(guard_ok, "row_normals<%s> wrote past element D - 1", R == 4 ? "float" : "double");
+  CHECK(guard_ok, "row_normals<%s> wrote past its rows", R == 4 ? "float" : "double");
   CHECK(finite_ok, "row_normals<%s> gave a non-finite normal", R == 4 ? "float" : "double");
-  CHECK(*worst_ulps <= 2.0, "cpu::row_normals<%s> vs scalar: %.3g ulp", R == 4 ? "float" : "double", *worst_ulps);
+  CHECK(*worst_ulps <= 2.0, "cpu::rows_normals<%s> vs scalar: %.3g ulp", R == 4 ? "float" : "double", *worst_ulps);
 }
 
 static void check_normals() {
@@ -312,7 +320,7 @@ static void check_normals() {
   double f_ulps = 0, d_ulps = 0;
   check_row_normals<float>(&f_ulps);
   check_row_normals<double>(&d_ulps);
-  std::printf("cpu::row_normals (16 lanes) vs scalar row_normals, max difference: float %.2f ulp, double %.2f ulp\n",
+  std::printf("cpu::rows_normals (16 lanes) vs scalar row_normals, max difference: float %.2f ulp, double %.2f ulp\n",
               f_ulps, d_ulps);
 }
 

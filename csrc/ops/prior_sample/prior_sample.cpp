@@ -1,6 +1,8 @@
 // prior_sample: n draws from sum_k w_k N(mu_k, A_k A_k^T) with their components, in one pass. Sample i
 // is row offset + i of the Philox stream of `seed`: its component and noise depend only on (seed, row),
 // so drawing 1000 samples at once or in batches of 7 (advancing offset) gives the same samples.
+#include <ATen/MemoryOverlap.h>
+
 #include "common.h"
 #include "common_cpu.h"
 #include "prior_sample/prior_sample.h"
@@ -9,9 +11,23 @@
 
 namespace mixdiff::ops {
 
+namespace {
+
+// An out tensor must be exactly what the op would allocate: the kernels write contiguous rows.
+void check_out(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::TensorOptions& expected) {
+  TORCH_CHECK(t.sizes() == shape, "mixdiff: out tensor ", name, " must have shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == expected.dtype().toScalarType(), "mixdiff: out tensor ", name, " must be ",
+              expected.dtype(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.device() == expected.device(), "mixdiff: out tensor ", name, " must be on the means' device ",
+              expected.device(), ", got ", t.device());
+  TORCH_CHECK(t.is_contiguous(), "mixdiff: out tensor ", name, " must be contiguous");
+}
+
+}  // namespace
+
 PriorSampleArgs prior_sample_checked(const at::Tensor& means, const at::Tensor& log_weights,
                                      const at::Tensor& cov_factor, const std::string& covariance_type, int64_t n,
-                                     int64_t offset) {
+                                     int64_t offset, const at::Tensor* x_out, const at::Tensor* labels_out) {
   const CovType cov = parse_cov_type(covariance_type);
   TORCH_CHECK(n >= 0, "mixdiff: n must be >= 0, got ", n);
   TORCH_CHECK(offset >= 0, "mixdiff: offset must be >= 0, got ", offset);
@@ -32,8 +48,18 @@ PriorSampleArgs prior_sample_checked(const at::Tensor& means, const at::Tensor& 
   a.cdf = at::cumsum(at::exp(lw - top), 0);
   const double total = a.cdf[-1].item<double>();
   TORCH_CHECK(std::isfinite(total) && total > 0, "mixdiff: log_weights must have a finite entry and no +inf/NaN");
-  a.x = at::empty({n, means.size(1)}, like.options());
-  a.labels = at::empty({n}, like.options().dtype(at::kLong));
+  if (!x_out) {
+    a.x = at::empty({n, means.size(1)}, like.options());
+    a.labels = at::empty({n}, like.options().dtype(at::kLong));
+    return a;
+  }
+  check_out(*x_out, "x", {n, means.size(1)}, like.options());
+  check_out(*labels_out, "labels", {n}, like.options().dtype(at::kLong));
+  for (const at::Tensor* input : {&means, &log_weights, &cov_factor, labels_out})
+    at::assert_no_overlap(*x_out, *input);
+  for (const at::Tensor* input : {&means, &log_weights, &cov_factor}) at::assert_no_overlap(*labels_out, *input);
+  a.x = *x_out;
+  a.labels = *labels_out;
   return a;
 }
 
@@ -62,47 +88,40 @@ MIXDIFF_INLINE void draw_components(const double* cdf, int64_t K, uint64_t seed,
 
 // Mul: the Philox product of cpu::with_philox_mul, which compiles this for the machine.
 template <class Mul, class T>
-void sample_rows(CovType cov, const T* means, const T* factor, const double* cdf, int64_t K,
-                                    int64_t D, uint64_t seed, uint64_t offset, int64_t b, int64_t e, T* x,
-                                    int64_t* labels) {
+void sample_rows(CovType cov, const T* means, const T* factor, const double* cdf, int64_t K, int64_t D,
+                 uint64_t seed, uint64_t offset, int64_t b, int64_t e, T* x, int64_t* labels) {
   using V = typename cpu::Vec<T>::type;
   constexpr int64_t kRows = cpu::kLanes<float>;
   const int64_t fs = factor_size(cov, D);
   for (int64_t r0 = b; r0 < e; r0 += kRows) {
     const int64_t rows = std::min(kRows, e - r0);
-    draw_components<Mul>(cdf, K, seed, offset + static_cast<uint64_t>(r0), rows, labels + r0);
-    // full covariances and short rows: the block's noise in one batched draw, transformed in place
-    const bool drawn = cov == CovType::Full || cpu::short_rows<T>(D);
-    if (drawn) cpu::rows_normals<T, Mul>(seed, kStreamPriorNoise, offset + static_cast<uint64_t>(r0), rows, D, x + r0 * D);
-    for (int64_t i = r0; i < r0 + rows; ++i) {
-      const uint64_t row = offset + static_cast<uint64_t>(i);
-      const int64_t k = labels[i];
-      const T* mu = means + k * D;
-      const T* f = factor + k * fs;
-      T* xi = x + i * D;
-      if (drawn) {
-        affine_from_noise(cov, mu, f, D, xi);
-        continue;
-      }
-      // Separable: x = mu + scale * z while z is in registers.
-      cpu::row_normals_apply<Mul>(seed, kStreamPriorNoise, row, D, xi, [&](int64_t e0, int64_t count, const V& z) {
-        const V scale = cov == CovType::Diag ? cpu::load_partial(f + e0, count)
-                                             : V{} + (cov == CovType::Spherical ? f[0] : T(1));
-        cpu::store_partial(xi + e0, cpu::load_partial(mu + e0, count) + scale * z, count);
-      });
+    const uint64_t row0 = offset + static_cast<uint64_t>(r0);
+    draw_components<Mul>(cdf, K, seed, row0, rows, labels + r0);
+    if (cov == CovType::Full || cpu::short_rows<T>(D)) {
+      // full covariances and short rows: the block's noise in one batched draw, transformed in place
+      cpu::rows_normals<T, Mul>(seed, kStreamPriorNoise, row0, rows, D, x + r0 * D);
+      for (int64_t i = r0; i < r0 + rows; ++i)
+        affine_from_noise(cov, means + labels[i] * D, factor + labels[i] * fs, D, x + i * D);
+      continue;
     }
+    // Separable: x = mu + scale * z while z is in registers.
+    cpu::each_row_normals<T, Mul>(seed, kStreamPriorNoise, row0, r0, r0 + rows, D,
+                                  [&](int64_t i, int64_t e0, int64_t count, const V& z) {
+      const int64_t k = labels[i];
+      const V scale = cov == CovType::Diag ? cpu::load_partial(factor + k * fs + e0, count)
+                                           : V{} + (cov == CovType::Spherical ? factor[k * fs] : T(1));
+      cpu::store_partial(x + i * D + e0, cpu::load_partial(means + k * D + e0, count) + scale * z, count);
+    });
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> prior_sample_cpu(const at::Tensor& means, const at::Tensor& log_weights,
-                                                    const at::Tensor& cov_factor, const std::string& covariance_type,
-                                                    int64_t n, int64_t seed, int64_t offset) {
-  const PriorSampleArgs a = prior_sample_checked(means, log_weights, cov_factor, covariance_type, n, offset);
+void prior_sample_fill_cpu(const PriorSampleArgs& a, const std::string& covariance_type, int64_t seed,
+                           int64_t offset) {
   const CovType cov = parse_cov_type(covariance_type);
   const int64_t K = a.means.size(0), D = a.means.size(1);
   advise_huge_pages(a.x);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "prior_sample_cpu", [&] {
-    at::parallel_for(0, a.x.size(0), 64, [&](int64_t b, int64_t e) {
+    parallel_pieces(a.x.size(0), 64, [&](int64_t b, int64_t e) {
       cpu::with_philox_mul([&](auto mul) {
         sample_rows<decltype(mul)>(cov, a.means.data_ptr<scalar_t>(), a.factor.data_ptr<scalar_t>(),
                                    a.cdf.data_ptr<double>(), K, D, static_cast<uint64_t>(seed),
@@ -111,7 +130,21 @@ std::tuple<at::Tensor, at::Tensor> prior_sample_cpu(const at::Tensor& means, con
       });
     });
   });
+}
+
+std::tuple<at::Tensor, at::Tensor> prior_sample_cpu(const at::Tensor& means, const at::Tensor& log_weights,
+                                                    const at::Tensor& cov_factor, const std::string& covariance_type,
+                                                    int64_t n, int64_t seed, int64_t offset) {
+  const PriorSampleArgs a = prior_sample_checked(means, log_weights, cov_factor, covariance_type, n, offset);
+  prior_sample_fill_cpu(a, covariance_type, seed, offset);
   return {a.x, a.labels};
+}
+
+void prior_sample_out_cpu(const at::Tensor& means, const at::Tensor& log_weights, const at::Tensor& cov_factor,
+                          const std::string& covariance_type, int64_t n, int64_t seed, int64_t offset,
+                          const at::Tensor& x, const at::Tensor& labels) {
+  prior_sample_fill_cpu(prior_sample_checked(means, log_weights, cov_factor, covariance_type, n, offset, &x, &labels),
+                        covariance_type, seed, offset);
 }
 
 }  // namespace
@@ -120,8 +153,16 @@ TORCH_LIBRARY_FRAGMENT(mixdiff, m) {
   m.def(
       "prior_sample(Tensor means, Tensor log_weights, Tensor cov_factor, str covariance_type, int n, int seed, "
       "int offset=0) -> (Tensor x, Tensor labels)");
+  // The same draws into caller-owned tensors: a buffer reused across calls skips a fresh allocation's
+  // first-touch page faults, which cost about as much as generating the normals (bench/bench_noise.py).
+  m.def(
+      "prior_sample.out(Tensor means, Tensor log_weights, Tensor cov_factor, str covariance_type, int n, int seed, "
+      "int offset=0, *, Tensor(a!) x, Tensor(b!) labels) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(mixdiff, CPU, m) { m.impl("prior_sample", &prior_sample_cpu); }
+TORCH_LIBRARY_IMPL(mixdiff, CPU, m) {
+  m.impl("prior_sample", &prior_sample_cpu);
+  m.impl("prior_sample.out", &prior_sample_out_cpu);
+}
 
 }  // namespace mixdiff::ops

@@ -5,11 +5,13 @@
 
 namespace mixdiff::ops {
 // Validated inputs of prior_sample, in the compute dtype and contiguous, with the float64 cumulative
-// weights, and the outputs allocated (x [n, D], labels int64 [n]).
+// weights, and the outputs x [n, D], labels int64 [n]: the given out tensors (prior_sample.out, checked:
+// shape, dtype, the means' device, contiguous) or fresh ones.
 struct PriorSampleArgs {
   at::Tensor means, factor, cdf, x, labels;
 };
 PriorSampleArgs prior_sample_checked(const at::Tensor& means, const at::Tensor& log_weights,
                                      const at::Tensor& cov_factor, const std::string& covariance_type, int64_t n,
-                                     int64_t offset);
+                                     int64_t offset, const at::Tensor* x_out = nullptr,
+                                     const at::Tensor* labels_out = nullptr);
 }  // namespace mixdiff::ops

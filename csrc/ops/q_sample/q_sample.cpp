@@ -72,38 +72,41 @@ void q_sample_rows(const QSampleRows<T>& a, int64_t b, int64_t e) {
     const bool drawn = !a.noise && (a.cov == CovType::Full || cpu::short_rows<T>(D));
     if (drawn) cpu::rows_normals<T, Mul>(a.seed, kStreamForwardNoise, a.offset + static_cast<uint64_t>(r0), r1 - r0, D,
                                  a.eps + r0 * D);
-    for (int64_t i = r0; i < r1; ++i) {
-      const int64_t k = a.labels_out[i];
-      const T* mu = a.means + k * D;
-      const T* x0 = a.x0 + i * D;
-      const T* f = a.factor + k * fs;
-      const T s = a.signal[i], n = a.noise_scale[i];
-      T* eps = a.eps + i * D;
-      T* xt = a.x_t + i * D;
-      if (a.cov == CovType::Full) {
+    if (a.cov == CovType::Full) {
+      for (int64_t i = r0; i < r1; ++i) {
+        const int64_t k = a.labels_out[i];
+        const T *mu = a.means + k * D, *x0 = a.x0 + i * D;
+        T *eps = a.eps + i * D, *xt = a.x_t + i * D;
         if (a.noise) std::copy(a.noise + i * D, a.noise + (i + 1) * D, eps);
         std::copy(eps, eps + D, xt);
-        lower_matvec_inplace(f, D, xt);
-        for (int64_t d = 0; d < D; ++d) xt[d] = forward_element(mu[d], x0[d], s, n, xt[d]);
-        continue;
+        lower_matvec_inplace(a.factor + k * fs, D, xt);
+        for (int64_t d = 0; d < D; ++d) xt[d] = forward_element(mu[d], x0[d], a.signal[i], a.noise_scale[i], xt[d]);
       }
-      // Separable: eps and x_t from the same registers.
-      auto combine = [&](int64_t e0, int64_t count, const V& z) {
-        const V scale = a.cov == CovType::Diag ? cpu::load_partial(f + e0, count)
-                                               : V{} + (a.cov == CovType::Spherical ? f[0] : T(1));
-        cpu::store_partial(eps + e0, z, count);
-        cpu::store_partial(xt + e0, forward_element(cpu::load_partial(mu + e0, count), cpu::load_partial(x0 + e0, count),
-                                                    V{} + s, V{} + n, scale * z), count);
-      };
-      if (a.noise || drawn) {
-        const T* given = a.noise ? a.noise + i * D : eps;
+      continue;
+    }
+    // Separable: elements [e0, e0 + count) of row i's eps and x_t from the same registers.
+    auto combine = [&](int64_t i, int64_t e0, int64_t count, const V& z) {
+      const int64_t k = a.labels_out[i];
+      const V scale = a.cov == CovType::Diag ? cpu::load_partial(a.factor + k * fs + e0, count)
+                                             : V{} + (a.cov == CovType::Spherical ? a.factor[k * fs] : T(1));
+      cpu::store_partial(a.eps + i * D + e0, z, count);
+      cpu::store_partial(a.x_t + i * D + e0,
+                         forward_element(cpu::load_partial(a.means + k * D + e0, count),
+                                         cpu::load_partial(a.x0 + i * D + e0, count), V{} + a.signal[i],
+                                         V{} + a.noise_scale[i], scale * z),
+                         count);
+    };
+    if (a.noise || drawn) {
+      for (int64_t i = r0; i < r1; ++i) {
+        const T* given = a.noise ? a.noise + i * D : a.eps + i * D;
         for (int64_t e0 = 0; e0 < D; e0 += cpu::kLanes<T>) {
           const int64_t count = std::min<int64_t>(cpu::kLanes<T>, D - e0);
-          combine(e0, count, cpu::load_partial(given + e0, count));
+          combine(i, e0, count, cpu::load_partial(given + e0, count));
         }
-      } else {
-        cpu::row_normals_apply<Mul>(a.seed, kStreamForwardNoise, a.offset + static_cast<uint64_t>(i), D, eps, combine);
       }
+    } else {
+      cpu::each_row_normals<T, Mul>(a.seed, kStreamForwardNoise, a.offset + static_cast<uint64_t>(r0), r0, r1, D,
+                                    combine);
     }
   }
 }
@@ -136,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> q_sample_cpu(
                                      a.eps.data_ptr<scalar_t>(),
                                      a.labels_out.data_ptr<int64_t>()};
     const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1));
-    at::parallel_for(0, a.x_t.size(0), grain, [&](int64_t b, int64_t e) {
+    parallel_pieces(a.x_t.size(0), grain, [&](int64_t b, int64_t e) {
       cpu::with_philox_mul([&](auto mul) { q_sample_rows<decltype(mul)>(rows, b, e); });
     });
   });

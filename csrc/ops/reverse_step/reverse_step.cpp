@@ -153,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor> reverse_step_cpu(
                                      a.prev.data_ptr<scalar_t>(),
                                      return_x0 ? a.x0.data_ptr<scalar_t>() : nullptr};
     const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1));
-    at::parallel_for(0, a.prev.size(0), grain, [&](int64_t b, int64_t e) {
+    parallel_pieces(a.prev.size(0), grain, [&](int64_t b, int64_t e) {
       cpu::with_philox_mul([&](auto mul) { reverse_rows_dispatch<decltype(mul)>(rows, b, e); });
     });
   });
