@@ -346,15 +346,24 @@ for dtype in (torch.float32, torch.float64):
         q = ops.q_sample(x, torch.rand(300, dtype=dtype), torch.rand(300, dtype=dtype), means, factor, "diag", 8, 3)
         coefs = DiscreteSchedule.from_name("linear", 1000).ancestral_coefficients(500, 499, "fixed_small")
         r = ops.reverse_step(x, q.eps, labels, means, factor, "diag", coefs, seed=9, step=4, offset=2)
-        out[f"{dtype}-{D}"] = (x, labels, q.x_t, q.eps, q.labels, r.prev_sample)
+        # The nearest-centre tile (float32, K <= 16): 330 rows, 20 blocks of 16 and a tail of 10, with far
+        # outliers, rows on a centre (ties), NaN and inf rows.
+        near = ()
+        for K in (1, 5, 16, 17):
+            c = torch.randn(K, D, dtype=dtype)
+            special = torch.cat([1e4 * x[:20], c[torch.arange(5) % K], torch.full((3, D), float("nan"), dtype=dtype),
+                                 torch.full((2, D), float("inf"), dtype=dtype)])
+            near += tuple(ops.assign_nearest(torch.cat([x, special]), c))
+        out[f"{dtype}-{D}"] = (x, labels, q.x_t, q.eps, q.labels, r.prev_sample, *near)
 torch.save(out, sys.argv[1])
 """
 
 
-def test_avx512_and_portable_noise_kernels_agree(tmp_path):
-    # On an AVX-512 machine the noise kernels run a build with vpmuludq Philox products; MIXDIFF_NO_AVX512_PHILOX
-    # forces the AVX2 / baseline build that other machines run. The integers (components) must be equal and
-    # the floats equal up to contraction (a few ulp); elsewhere both runs take the same path.
+def test_avx512_and_portable_kernels_agree(tmp_path):
+    # On an AVX-512 machine the noise kernels run a build with vpmuludq Philox products and the nearest-centre
+    # assignment of float rows with K <= 16 a transposed tile; MIXDIFF_NO_AVX512 forces the AVX2 / baseline
+    # code that other machines run. The integers (components, labels) must be equal and the floats equal up
+    # to contraction (a few ulp); elsewhere both runs take the same path.
     import os
     import subprocess
     import sys
@@ -362,7 +371,7 @@ def test_avx512_and_portable_noise_kernels_agree(tmp_path):
     script = tmp_path / "draw.py"
     script.write_text(_DRAW_ALL_OPS)
     runs = {}
-    for name, extra in (("default", {}), ("portable", {"MIXDIFF_NO_AVX512_PHILOX": "1"})):
+    for name, extra in (("default", {}), ("portable", {"MIXDIFF_NO_AVX512": "1"})):
         env = dict(os.environ, **extra)
         subprocess.run([sys.executable, str(script), str(tmp_path / f"{name}.pt")], check=True, env=env)
         runs[name] = torch.load(tmp_path / f"{name}.pt")
@@ -370,6 +379,6 @@ def test_avx512_and_portable_noise_kernels_agree(tmp_path):
         for a, b in zip(tensors, runs["portable"][key]):
             if a.is_floating_point():
                 torch.testing.assert_close(a, b, rtol=4 * torch.finfo(a.dtype).eps, atol=4 * torch.finfo(a.dtype).eps,
-                                           msg=lambda m: f"{key}: {m}")
+                                           equal_nan=True, msg=lambda m: f"{key}: {m}")
             else:
                 assert torch.equal(a, b), key

@@ -2,7 +2,6 @@
 // CPU-only: the normals of normal.h sixteen Philox blocks at a time. Lane l runs the counter of block
 // j0 + l through the same rounds (philox.h) and the same float transforms (normal.h) as a CUDA thread,
 // so the integers are identical and the float normals equal the scalar path's up to contraction.
-#include <cstdlib>
 #include <type_traits>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -63,11 +62,10 @@ __attribute__((target_clones("arch=x86-64-v3", "default"), flatten)) void run_wi
 // Runs body(mul) for the kernels that draw normals, mul being the Philox product to use (passed on to
 // rows_normals / each_row_normals): on AVX-512 machines a copy of body compiled for AVX-512 with
 // vpmuludq products, else body compiled for AVX2 or baseline x86-64 (the MIXDIFF_CPU_CLONES targets).
-// The environment variable MIXDIFF_NO_AVX512_PHILOX=1 forces the second (tests compare the two).
+// MIXDIFF_NO_AVX512=1 forces the second (use_avx512, cpu_tiles.h).
 template <class Body>
 void with_philox_mul(const Body& body) {
-  static const bool avx512 = __builtin_cpu_supports("x86-64-v4") && !std::getenv("MIXDIFF_NO_AVX512_PHILOX");
-  if (avx512) run_with_avx512_mul(body);
+  if (use_avx512()) run_with_avx512_mul(body);
   else run_with_portable_mul(body);
 }
 #else

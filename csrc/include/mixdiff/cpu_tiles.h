@@ -12,13 +12,30 @@
 
 // Hot CPU loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time, so one
 // build runs fast on any x86-64 machine without -march=native.
+// A few kernels also have hand-written AVX-512 versions (MIXDIFF_AVX512_KERNELS), taken at run time
+// where use_avx512() says so.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MIXDIFF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define MIXDIFF_AVX512_KERNELS 1
+#include <immintrin.h>
+#include <cstdlib>
 #else
 #define MIXDIFF_CPU_CLONES
+#define MIXDIFF_AVX512_KERNELS 0
 #endif
 
 namespace mixdiff::cpu {
+
+#if MIXDIFF_AVX512_KERNELS
+// True where the hand-written AVX-512 kernels run: the CPU has AVX-512 (x86-64-v4) and the environment
+// variable MIXDIFF_NO_AVX512 is not set (it forces the portable versions; tests compare the two).
+inline bool use_avx512() {
+  static const bool on = __builtin_cpu_supports("x86-64-v4") && !std::getenv("MIXDIFF_NO_AVX512");
+  return on;
+}
+#else
+inline bool use_avx512() { return false; }
+#endif
 
 template <class T> constexpr int kLanes = 64 / sizeof(T);  // one 512-bit vector
 constexpr int kBlockRows = 4;                               // data rows per register block
@@ -240,6 +257,107 @@ MIXDIFF_INLINE void nearest_rows(const T* x, int64_t D, const ComponentTable<T>&
     sqdist[p] = k < 0 ? T(NAN) : best;
   }
 }
+
+#if MIXDIFF_AVX512_KERNELS
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+// out[j] = column j of the 16 x 16 block rows[0..15] (out[j][i] = rows[i][j]): unpacks and shuffles within
+// 128-bit lanes, then a 4 x 4 transpose of the 128-bit lanes; 64 shuffles.
+MIXDIFF_INLINE void transpose16x16(const __m512 rows[16], __m512 out[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(rows[i], rows[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(rows[i], rows[i + 1]);
+  }
+  // u[4g + c], 128-bit lane L: rows 4g .. 4g + 3 at column 4L + c.
+  for (int g = 0; g < 4; ++g) {
+    const __m512 *lo = t + 4 * g, *hi = t + 4 * g + 2;
+    u[4 * g + 0] = _mm512_shuffle_ps(lo[0], hi[0], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(lo[0], hi[0], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(lo[1], hi[1], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(lo[1], hi[1], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44),
+                 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+    out[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    out[4 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+    out[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    out[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+  }
+}
+
+// nearest_rows for 16 float rows and K components (K <= 16), one row per lane. With components across
+// the lanes, K = 10 left 6 of 16 lanes idle and cost a broadcast per row and dimension; here x is
+// transposed 16 dimensions at a time and each dimension costs K subtract-and-fma pairs for all 16
+// rows. Every (row, k) sum still runs over d in increasing order with the same fma, and the minimum
+// is chosen by row_best_index's rule, so labels and distances equal nearest_rows' bit for bit.
+// acc[k] += (x - mu_k)^2 over dimensions d0 .. d0 + width - 1 of 16 rows, one row per lane. kFull: width
+// is 16 (no exit inside the unrolled loop, which would keep the accumulators in memory).
+template <int K, bool kFull>
+MIXDIFF_INLINE void accumulate16(const float* x, int64_t ldx, const ComponentTable<float>& tab, int64_t d0,
+                                 int64_t width, __m512 acc[K]) {
+  const __mmask16 mask = kFull ? __mmask16(0xffff) : static_cast<__mmask16>((1u << width) - 1u);
+  __m512 rows[16], cols[16];
+  for (int i = 0; i < 16; ++i) rows[i] = _mm512_maskz_loadu_ps(mask, x + i * ldx + d0);
+  transpose16x16(rows, cols);
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {
+    if (!kFull && j >= width) break;
+    const float* mu = tab.mean_t.data() + (d0 + j) * tab.Kp;
+    for (int k = 0; k < K; ++k) {
+      const __m512 t = _mm512_sub_ps(cols[j], _mm512_set1_ps(mu[k]));
+      acc[k] = _mm512_fmadd_ps(t, t, acc[k]);
+    }
+  }
+}
+
+template <int K>
+void nearest16_few_components(const float* x, int64_t ldx, const ComponentTable<float>& tab, int64_t* labels,
+                              float* sqdist) {
+  const int64_t D = tab.D;
+  __m512 acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = _mm512_setzero_ps();
+  int64_t d0 = 0;
+  for (; d0 + 16 <= D; d0 += 16) accumulate16<K, true>(x, ldx, tab, d0, 16, acc);
+  if (d0 < D) accumulate16<K, false>(x, ldx, tab, d0, D - d0, acc);
+  // row_best_index: the smallest value that compares (NaN never does), then its lowest index; no index
+  // (label 0, distance NaN) when nothing compares.
+  __m512 best = _mm512_set1_ps(infinity<float>());
+  for (int k = 0; k < K; ++k) best = _mm512_min_ps(acc[k], best);  // (acc < best) ? acc : best
+  __m512i index = _mm512_set1_epi32(-1);
+  for (int k = K - 1; k >= 0; --k)
+    index = _mm512_mask_mov_epi32(index, _mm512_cmp_ps_mask(acc[k], best, _CMP_EQ_OQ), _mm512_set1_epi32(k));
+  alignas(64) float b[16];
+  alignas(64) int32_t idx[16];
+  _mm512_store_ps(b, best);
+  _mm512_store_si512(idx, index);
+  for (int i = 0; i < 16; ++i) {
+    labels[i] = idx[i] < 0 ? 0 : idx[i];
+    sqdist[i] = idx[i] < 0 ? NAN : b[i];
+  }
+}
+#pragma GCC pop_options
+
+// nearest16_few_components for the table's K; false (nothing written) when K > 16.
+inline bool nearest16_avx512(const float* x, int64_t ldx, const ComponentTable<float>& tab, int64_t* labels,
+                             float* sqdist) {
+  switch (tab.K) {
+#define MIXDIFF_NEAREST16_CASE(k) \
+  case k:                         \
+    nearest16_few_components<k>(x, ldx, tab, labels, sqdist); \
+    return true;
+    MIXDIFF_NEAREST16_CASE(1) MIXDIFF_NEAREST16_CASE(2) MIXDIFF_NEAREST16_CASE(3) MIXDIFF_NEAREST16_CASE(4)
+    MIXDIFF_NEAREST16_CASE(5) MIXDIFF_NEAREST16_CASE(6) MIXDIFF_NEAREST16_CASE(7) MIXDIFF_NEAREST16_CASE(8)
+    MIXDIFF_NEAREST16_CASE(9) MIXDIFF_NEAREST16_CASE(10) MIXDIFF_NEAREST16_CASE(11) MIXDIFF_NEAREST16_CASE(12)
+    MIXDIFF_NEAREST16_CASE(13) MIXDIFF_NEAREST16_CASE(14) MIXDIFF_NEAREST16_CASE(15) MIXDIFF_NEAREST16_CASE(16)
+#undef MIXDIFF_NEAREST16_CASE
+    default:
+      return false;
+  }
+}
+#endif
 
 // Full covariance: || P_k (x - mu_k) ||^2 for P rows, component by component; work: P * D scratch.
 // y = P_k z is formed one vector of outputs i at a time from broadcast z_j times column j of P_k,

@@ -1,6 +1,8 @@
 // assign_nearest: the mixDDPM dispatcher. labels[n] = argmin_k ||x_n - c_k||^2 (ties -> lowest k),
 // sqdist[n] = that minimum, computed from differences (not ||x||^2 - 2 x.c + ||c||^2, which cancels
 // for points close to a centre).
+#include <type_traits>
+
 #include "common.h"
 #include "assign_nearest/assign_nearest.h"
 
@@ -13,6 +15,12 @@ MIXDIFF_INLINE void nearest_range_impl(const T* x, int64_t D, const cpu::Compone
                                        int64_t end, int64_t* labels, T* sqdist) {
   std::vector<T> scratch(static_cast<size_t>(cpu::kBlockRows * tab.Kp));
   int64_t n = begin;
+#if MIXDIFF_AVX512_KERNELS
+  if constexpr (std::is_same_v<T, float>) {
+    if (tab.K <= 16 && cpu::use_avx512())
+      for (; n + 16 <= end; n += 16) cpu::nearest16_avx512(x + n * D, D, tab, labels + n, sqdist + n);
+  }
+#endif
   for (; n + cpu::kBlockRows <= end; n += cpu::kBlockRows)
     cpu::nearest_rows<T, cpu::kBlockRows>(x + n * D, D, tab, scratch.data(), labels + n, sqdist + n);
   for (; n < end; ++n) cpu::nearest_rows<T, 1>(x + n * D, D, tab, scratch.data(), labels + n, sqdist + n);
