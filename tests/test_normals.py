@@ -346,24 +346,31 @@ for dtype in (torch.float32, torch.float64):
         q = ops.q_sample(x, torch.rand(300, dtype=dtype), torch.rand(300, dtype=dtype), means, factor, "diag", 8, 3)
         coefs = DiscreteSchedule.from_name("linear", 1000).ancestral_coefficients(500, 499, "fixed_small")
         r = ops.reverse_step(x, q.eps, labels, means, factor, "diag", coefs, seed=9, step=4, offset=2)
-        # The nearest-centre tile (float32, K <= 16): 330 rows, 20 blocks of 16 and a tail of 10, with far
-        # outliers, rows on a centre (ties), NaN and inf rows.
-        near = ()
+        out[f"{dtype}-{D}"] = (x, labels, q.x_t, q.eps, q.labels, r.prev_sample)
+        # The nearest-centre tile (float32, K <= 16 on AVX-512; blocks of 16 rows from the start of each
+        # thread's rows): the special rows come first, inside the tile's blocks on 1 or 2 threads. Far
+        # outliers; rows on a centre; a duplicated centre (ties); a row and a centre with +inf in the same
+        # coordinate (NaN distance to that centre only); NaN and inf rows.
         for K in (1, 5, 16, 17):
             c = torch.randn(K, D, dtype=dtype)
-            special = torch.cat([1e4 * x[:20], c[torch.arange(5) % K], torch.full((3, D), float("nan"), dtype=dtype),
-                                 torch.full((2, D), float("inf"), dtype=dtype)])
-            near += tuple(ops.assign_nearest(torch.cat([x, special]), c))
-        out[f"{dtype}-{D}"] = (x, labels, q.x_t, q.eps, q.labels, r.prev_sample, *near)
+            if K > 2:
+                c[1] = c[0]
+                c[-1, 0] = float("inf")
+            on_inf = c[0].clone()
+            on_inf[0] = float("inf")
+            special = torch.cat([1e4 * x[:20], c[torch.arange(5) % K], on_inf[None],
+                                 torch.full((3, D), float("nan"), dtype=dtype), torch.full((2, D), float("inf"), dtype=dtype)])
+            out[f"{dtype}-{D}-assign-K{K}"] = tuple(ops.assign_nearest(torch.cat([special, x]), c))
 torch.save(out, sys.argv[1])
 """
 
 
 def test_avx512_and_portable_kernels_agree(tmp_path):
-    # On an AVX-512 machine the noise kernels run a build with vpmuludq Philox products and the nearest-centre
-    # assignment of float rows with K <= 16 a transposed tile; MIXDIFF_NO_AVX512 forces the AVX2 / baseline
-    # code that other machines run. The integers (components, labels) must be equal and the floats equal up
-    # to contraction (a few ulp); elsewhere both runs take the same path.
+    # On an AVX-512 machine the noise kernels run a build with vpmuludq Philox products, and the nearest-centre
+    # assignment of float rows with K <= 16 a transposed tile; MIXDIFF_NO_AVX512 forces the kernels that other
+    # machines run (for the assignment: the generic tile). Integers (components, labels) must be equal, the
+    # normals' floats equal up to contraction (a few ulp), and the assignment's distances exactly equal (the
+    # tile keeps the sums' order). Elsewhere both runs take the same path.
     import os
     import subprocess
     import sys
@@ -377,7 +384,9 @@ def test_avx512_and_portable_kernels_agree(tmp_path):
         runs[name] = torch.load(tmp_path / f"{name}.pt")
     for key, tensors in runs["default"].items():
         for a, b in zip(tensors, runs["portable"][key]):
-            if a.is_floating_point():
+            if "assign" in key:
+                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{key}: {m}")
+            elif a.is_floating_point():
                 torch.testing.assert_close(a, b, rtol=4 * torch.finfo(a.dtype).eps, atol=4 * torch.finfo(a.dtype).eps,
                                            equal_nan=True, msg=lambda m: f"{key}: {m}")
             else:

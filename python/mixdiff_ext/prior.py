@@ -265,7 +265,8 @@ class GaussianMixturePrior:
         with advancing offsets gives exactly the samples of one large draw. seed=None draws a seed from
         torch's default generator, so torch.manual_seed makes it repeatable. out: a contiguous [n, D]
         tensor in the prior's compute dtype on its device (or an (x, labels) pair with int64 labels [n])
-        to write into; reusing one buffer across calls avoids a fresh allocation's page faults.
+        to write into; reusing one buffer across calls avoids a fresh allocation's page faults (with a
+        tensor alone, the labels, 8 bytes a row, are still allocated).
         """
         if int(n) != n or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n}")

@@ -273,7 +273,9 @@ static void check_row_normals(double* worst_ulps) {
   constexpr int64_t kRows = 3;
   const int64_t dims[] = {1, 3, 4, 5, 16, 17, 63, 64, 65, 3072};
   const uint64_t seeds[] = {0, 42, 0xfedcba9876543210ull};
-  const uint64_t rows[] = {0, 7, (uint64_t(1) << 32) - 2, uint64_t(1) << 32, (uint64_t(1) << 40) + 3};
+  // 2^32 - 2 and 2^32 - 1 start pairs below and across the carry into the row's high word
+  const uint64_t rows[] = {0, 7, (uint64_t(1) << 32) - 2, (uint64_t(1) << 32) - 1, uint64_t(1) << 32,
+                           (uint64_t(1) << 40) + 3};
   const uint32_t streams[] = {kStreamPriorNoise, kStreamForwardNoise, step_stream(kStreamReverseNoise, 999)};
   const T sentinel = T(-12345.0);
   bool layout_ok = true, guard_ok = true, finite_ok = true;

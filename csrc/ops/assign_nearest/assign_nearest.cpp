@@ -17,8 +17,8 @@ MIXDIFF_INLINE void nearest_range_impl(const T* x, int64_t D, const cpu::Compone
   int64_t n = begin;
 #if MIXDIFF_AVX512_KERNELS
   if constexpr (std::is_same_v<T, float>) {
-    if (tab.K <= 16 && cpu::use_avx512())
-      for (; n + 16 <= end; n += 16) cpu::nearest16_avx512(x + n * D, D, tab, labels + n, sqdist + n);
+    if (cpu::use_avx512())
+      while (n + 16 <= end && cpu::nearest16_avx512(x + n * D, D, tab, labels + n, sqdist + n)) n += 16;
   }
 #endif
   for (; n + cpu::kBlockRows <= end; n += cpu::kBlockRows)

@@ -2,6 +2,11 @@
 // is row offset + i of the Philox stream of `seed`: its component and noise depend only on (seed, row),
 // so drawing 1000 samples at once or in batches of 7 (advancing offset) gives the same samples.
 #include <ATen/MemoryOverlap.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <utility>
 
 #include "common.h"
 #include "common_cpu.h"
@@ -17,10 +22,18 @@ namespace {
 void check_out(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::TensorOptions& expected) {
   TORCH_CHECK(t.sizes() == shape, "mixdiff: out tensor ", name, " must have shape ", shape, ", got ", t.sizes());
   TORCH_CHECK(t.scalar_type() == expected.dtype().toScalarType(), "mixdiff: out tensor ", name, " must be ",
-              expected.dtype(), ", got ", t.scalar_type());
+              expected.dtype().toScalarType(), ", got ", t.scalar_type());
   TORCH_CHECK(t.device() == expected.device(), "mixdiff: out tensor ", name, " must be on the means' device ",
               expected.device(), ", got ", t.device());
   TORCH_CHECK(t.is_contiguous(), "mixdiff: out tensor ", name, " must be contiguous");
+  TORCH_CHECK(!t.requires_grad(), "mixdiff: out tensor ", name, " must not require grad (sampling is not differentiable)");
+}
+
+// Writing into an argument that is still being read, or into the other output, would corrupt both.
+void check_no_overlap(const at::Tensor& out, const char* out_name, const at::Tensor& other, const char* other_name) {
+  const at::MemOverlapStatus status = at::get_overlap_status(out, other);
+  TORCH_CHECK(status != at::MemOverlapStatus::Full && status != at::MemOverlapStatus::Partial,
+              "mixdiff: out tensor ", out_name, " shares memory with ", other_name);
 }
 
 }  // namespace
@@ -55,9 +68,13 @@ PriorSampleArgs prior_sample_checked(const at::Tensor& means, const at::Tensor& 
   }
   check_out(*x_out, "x", {n, means.size(1)}, like.options());
   check_out(*labels_out, "labels", {n}, like.options().dtype(at::kLong));
-  for (const at::Tensor* input : {&means, &log_weights, &cov_factor, labels_out})
-    at::assert_no_overlap(*x_out, *input);
-  for (const at::Tensor* input : {&means, &log_weights, &cov_factor}) at::assert_no_overlap(*labels_out, *input);
+  const std::pair<const at::Tensor*, const char*> inputs[] = {
+      {&means, "means"}, {&log_weights, "log_weights"}, {&cov_factor, "cov_factor"}};
+  for (const auto& [input, name] : inputs) {
+    check_no_overlap(*x_out, "x", *input, name);
+    check_no_overlap(*labels_out, "labels", *input, name);
+  }
+  check_no_overlap(*x_out, "x", *labels_out, "out tensor labels");
   a.x = *x_out;
   a.labels = *labels_out;
   return a;
@@ -119,7 +136,6 @@ void prior_sample_fill_cpu(const PriorSampleArgs& a, const std::string& covarian
                            int64_t offset) {
   const CovType cov = parse_cov_type(covariance_type);
   const int64_t K = a.means.size(0), D = a.means.size(1);
-  advise_huge_pages(a.x);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "prior_sample_cpu", [&] {
     parallel_pieces(a.x.size(0), 64, [&](int64_t b, int64_t e) {
       cpu::with_philox_mul([&](auto mul) {
@@ -136,6 +152,7 @@ std::tuple<at::Tensor, at::Tensor> prior_sample_cpu(const at::Tensor& means, con
                                                     const at::Tensor& cov_factor, const std::string& covariance_type,
                                                     int64_t n, int64_t seed, int64_t offset) {
   const PriorSampleArgs a = prior_sample_checked(means, log_weights, cov_factor, covariance_type, n, offset);
+  advise_huge_pages(a.x);  // fresh memory only: a caller's buffer keeps the pages it has
   prior_sample_fill_cpu(a, covariance_type, seed, offset);
   return {a.x, a.labels};
 }
@@ -163,6 +180,33 @@ TORCH_LIBRARY_FRAGMENT(mixdiff, m) {
 TORCH_LIBRARY_IMPL(mixdiff, CPU, m) {
   m.impl("prior_sample", &prior_sample_cpu);
   m.impl("prior_sample.out", &prior_sample_out_cpu);
+}
+
+namespace {
+
+// The out tensors' version counters are bumped after the write, as ATen's in-place kernels do, so that
+// autograd notices a tensor it saved for backward being overwritten (check_out rejects out tensors that
+// require grad). torch's boxed fallback for this key bumps only returned tensors; this op returns none.
+void prior_sample_out_inplace_or_view(c10::DispatchKeySet keys, const at::Tensor& means, const at::Tensor& log_weights,
+                                      const at::Tensor& cov_factor, const std::string& covariance_type, int64_t n,
+                                      int64_t seed, int64_t offset, const at::Tensor& x, const at::Tensor& labels) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("mixdiff::prior_sample", "out")
+                             .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::string&,
+                                         int64_t, int64_t, int64_t, const at::Tensor&, const at::Tensor&)>();
+  {
+    const at::AutoDispatchBelowADInplaceOrView guard;
+    op.redispatch(keys & c10::after_ADInplaceOrView_keyset, means, log_weights, cov_factor, covariance_type, n, seed,
+                  offset, x, labels);
+  }
+  torch::autograd::impl::bump_version(x);
+  torch::autograd::impl::bump_version(labels);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mixdiff, ADInplaceOrView, m) {
+  m.impl("prior_sample.out", TORCH_FN(prior_sample_out_inplace_or_view));
 }
 
 }  // namespace mixdiff::ops
