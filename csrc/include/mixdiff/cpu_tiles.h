@@ -116,11 +116,13 @@ MIXDIFF_INLINE void store_partial(T* p, const typename Vec<T>::type& v, int64_t 
   else std::memcpy(p, &v, static_cast<size_t>(count) * sizeof(T));
 }
 
-// ScalarFloatOps (reductions.h) on 16 float lanes: exp_poly and the normal transforms of normal.h.
-struct VecFloatOps {
-  using F = Vec<float>::type;
-  typedef int32_t I __attribute__((vector_size(64)));
-  typedef uint32_t U __attribute__((vector_size(64)));
+// ScalarFloatOps (reductions.h) on L float lanes: exp_poly and the normal transforms of normal.h.
+template <class F_, class I_, class U_>
+struct VecFloatOpsOf {
+  using F = F_;
+  using I = I_;
+  using U = U_;
+  static constexpr int L = sizeof(F) / sizeof(float);
   template <class M>
   MIXDIFF_INLINE static F select(M c, F a, F b) { return c ? a : b; }
   MIXDIFF_INLINE static F pow2_of_integral(F n) { return (F)((__builtin_convertvector(n, I) + 127) << 23); }
@@ -131,10 +133,20 @@ struct VecFloatOps {
   MIXDIFF_INLINE static F from_bits(I i) { return (F)i; }
   MIXDIFF_INLINE static F sqrt(F x) {
     F r;
-    for (int l = 0; l < kLanes<float>; ++l) r[l] = __builtin_sqrtf(x[l]);  // vectorised to vsqrtps
+    for (int l = 0; l < L; ++l) r[l] = __builtin_sqrtf(x[l]);  // vectorised to vsqrtps
     return r;
   }
 };
+namespace lanes {
+typedef int32_t I16 __attribute__((vector_size(64)));
+typedef uint32_t U16 __attribute__((vector_size(64)));
+typedef float F8 __attribute__((vector_size(32)));
+typedef int32_t I8 __attribute__((vector_size(32)));
+typedef uint32_t U8 __attribute__((vector_size(32)));
+}  // namespace lanes
+using VecFloatOps = VecFloatOpsOf<Vec<float>::type, lanes::I16, lanes::U16>;
+// Half a vector: the portable builds of the normals (cpu_random.h), whose targets have no 16-float registers.
+using HalfVecFloatOps = VecFloatOpsOf<lanes::F8, lanes::I8, lanes::U8>;
 
 // Rows of scores live in scratch buffers of Kp = whole vectors of columns; columns [K, Kp) hold the
 // reduction's neutral value so whole vectors can be read.
