@@ -591,6 +591,24 @@ def test_bad_inputs(case, device):
 
 
 @pytest.mark.parametrize(
+    "out, error, match",
+    [
+        (torch.empty(4, 3), ValueError, r"out must be torch.float32 of shape \(4, 2\) on cpu, got torch.float32 of shape \(4, 3\)"),
+        (torch.empty(4, 2, dtype=torch.float64), ValueError, r"out must be torch.float32 of shape \(4, 2\)"),
+        (torch.empty(2, 4).T, ValueError, r"out must be contiguous and must not require grad"),
+        (torch.empty(4, 2, requires_grad=True), ValueError, r"out must be contiguous and must not require grad"),
+        ((torch.empty(4, 2), torch.empty(4)), ValueError, r"out labels must be torch.int64 of shape \(4,\)"),
+        ([torch.empty(4, 2)], TypeError, r"out must be a tensor or an \(x, labels\) pair of tensors, got list"),
+        (np.empty((4, 2), dtype=np.float32), TypeError, r"out must be a tensor .* got ndarray"),
+    ],
+)
+def test_prior_sample_rejects_bad_out(out, error, match):
+    prior = _prior(make_mixture(3, 2, "diag", seed=89, dtype=torch.float32))
+    with pytest.raises(error, match=match):
+        prior.sample(4, seed=0, out=out)
+
+
+@pytest.mark.parametrize(
     "kwargs, error, match",
     [
         (dict(n=-1), ValueError, r"n must be a non-negative integer"),

@@ -272,11 +272,27 @@ class GaussianMixturePrior:
             raise ValueError(f"n must be a non-negative integer, got {n}")
         generator_offset = check_offset("generator_offset", generator_offset)
         seed = resolve_seed(seed)
-        if isinstance(out, torch.Tensor):
-            out = (out, torch.empty(int(n), dtype=torch.int64, device=out.device))
+        if out is not None:
+            out = self._sample_out(out, int(n))
         x, labels = ops.prior_sample(self._means, self.log_weights, self._factor, self.covariance_type, int(n),
                                      int(seed), int(generator_offset), out=out)
         return (x, labels) if return_labels else x
+
+    def _sample_out(self, out, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """sample()'s out, checked: x [n, D] (and labels [n], allocated when not given)."""
+        pair = isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)
+        if not (isinstance(out, torch.Tensor) or pair):
+            raise TypeError(f"out must be a tensor or an (x, labels) pair of tensors, got {type(out).__name__}")
+        x, labels = out if pair else (out, torch.empty(n, dtype=torch.int64, device=out.device))
+        device = self._means.device
+        for t, name, shape, dtype in ((x, "out", (n, self.dim), ops._compute_dtype(self._means)),
+                                      (labels, "out labels", (n,), torch.int64)):
+            if tuple(t.shape) != shape or t.dtype != dtype or t.device != device:
+                raise ValueError(f"{name} must be {dtype} of shape {shape} on {device}, got {t.dtype} of shape "
+                                 f"{tuple(t.shape)} on {t.device}")
+            if not t.is_contiguous() or t.requires_grad:
+                raise ValueError(f"{name} must be contiguous and must not require grad")
+        return x, labels
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
