@@ -148,6 +148,26 @@ using VecFloatOps = VecFloatOpsOf<Vec<float>::type, lanes::I16, lanes::U16>;
 // Half a vector: the portable builds of the normals (cpu_random.h), whose targets have no 16-float registers.
 using HalfVecFloatOps = VecFloatOpsOf<lanes::F8, lanes::I8, lanes::U8>;
 
+// Elements [e0, e0 + count) of A z (scale_noise) and of base + A z (add_scaled_noise) for a separable
+// factor f (gaussian.h layout: nothing for identity, sigma for spherical, sigma_d for diag). Scalar
+// factors multiply the vector directly: a splatted factor vector was rebuilt through memory on every
+// call in the AVX2 build. base + A z is one expression per case, so that every copy of a kernel fuses
+// it into the same fma (rows drawn in pairs and singly must give the same bits).
+template <class T>
+MIXDIFF_INLINE typename Vec<T>::type scale_noise(CovType cov, const T* f, int64_t e0, int64_t count,
+                                                 const typename Vec<T>::type& z) {
+  if (cov == CovType::Diag) return load_partial(f + e0, count) * z;
+  if (cov == CovType::Spherical) return f[0] * z;
+  return z;
+}
+template <class T>
+MIXDIFF_INLINE typename Vec<T>::type add_scaled_noise(CovType cov, const typename Vec<T>::type& base, const T* f,
+                                                      int64_t e0, int64_t count, const typename Vec<T>::type& z) {
+  if (cov == CovType::Diag) return base + load_partial(f + e0, count) * z;
+  if (cov == CovType::Spherical) return base + f[0] * z;
+  return base + z;
+}
+
 // Rows of scores live in scratch buffers of Kp = whole vectors of columns; columns [K, Kp) hold the
 // reduction's neutral value so whole vectors can be read.
 template <class T>

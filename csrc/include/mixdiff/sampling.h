@@ -59,8 +59,8 @@ MIXDIFF_HD MIXDIFF_INLINE void affine_from_noise(CovType c, const T* mu, const T
 
 // Forward noising centred on the component (q_sample): x_t = mu + a (x_0 - mu) + b (A eps), with
 // (a, b) = (sqrt(abar_t), sqrt(1 - abar_t)) in discrete time or (m(t), s(t)) in continuous time.
-template <class T>
-MIXDIFF_HD MIXDIFF_INLINE T forward_element(T mu, T x0, T a, T b, T a_eps) {
+template <class T, class S = T>  // S: the coefficients' type (a scalar for the CPU's vectors)
+MIXDIFF_HD MIXDIFF_INLINE T forward_element(T mu, T x0, S a, S b, T a_eps) {
   return mu + a * (x0 - mu) + b * a_eps;
 }
 

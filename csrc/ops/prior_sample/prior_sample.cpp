@@ -125,9 +125,9 @@ void sample_rows(CovType cov, const T* means, const T* factor, const double* cdf
     cpu::each_row_normals<T, Mul>(seed, kStreamPriorNoise, row0, r0, r0 + rows, D,
                                   [&](int64_t i, int64_t e0, int64_t count, const V& z) {
       const int64_t k = labels[i];
-      const V scale = cov == CovType::Diag ? cpu::load_partial(factor + k * fs + e0, count)
-                                           : V{} + (cov == CovType::Spherical ? factor[k * fs] : T(1));
-      cpu::store_partial(x + i * D + e0, cpu::load_partial(means + k * D + e0, count) + scale * z, count);
+      cpu::store_partial(
+          x + i * D + e0, cpu::add_scaled_noise(cov, cpu::load_partial(means + k * D + e0, count), factor + k * fs, e0, count, z),
+          count);
     });
   }
 }

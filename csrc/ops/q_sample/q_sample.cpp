@@ -87,13 +87,11 @@ void q_sample_rows(const QSampleRows<T>& a, int64_t b, int64_t e) {
     // Separable: elements [e0, e0 + count) of row i's eps and x_t from the same registers.
     auto combine = [&](int64_t i, int64_t e0, int64_t count, const V& z) {
       const int64_t k = a.labels_out[i];
-      const V scale = a.cov == CovType::Diag ? cpu::load_partial(a.factor + k * fs + e0, count)
-                                             : V{} + (a.cov == CovType::Spherical ? a.factor[k * fs] : T(1));
       cpu::store_partial(a.eps + i * D + e0, z, count);
       cpu::store_partial(a.x_t + i * D + e0,
                          forward_element(cpu::load_partial(a.means + k * D + e0, count),
-                                         cpu::load_partial(a.x0 + i * D + e0, count), V{} + a.signal[i],
-                                         V{} + a.noise_scale[i], scale * z),
+                                         cpu::load_partial(a.x0 + i * D + e0, count), a.signal[i], a.noise_scale[i],
+                                         cpu::scale_noise(a.cov, a.factor + k * fs, e0, count, z)),
                          count);
     };
     if (a.noise || drawn) {
