@@ -181,6 +181,11 @@ class PriorSample(NamedTuple):
     labels: torch.Tensor  # int64 [n]: the component each sample was drawn from
 
 
+def _is_tensor_pair(out) -> bool:
+    """True for an (x, labels) pair of tensors, the out= of prior_sample."""
+    return isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)
+
+
 def prior_sample(
     means: torch.Tensor,
     log_weights: torch.Tensor,
@@ -203,7 +208,7 @@ def prior_sample(
     if out is None:
         return PriorSample(*torch.ops.mixdiff.prior_sample(means, log_weights, factor, covariance_type, n, seed,
                                                             offset))
-    if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
+    if not _is_tensor_pair(out):
         raise TypeError(f"out must be a pair of tensors (x, labels), got {type(out).__name__}")
     x, labels = out
     torch.ops.mixdiff.prior_sample.out(means, log_weights, factor, covariance_type, n, seed, offset, x=x,

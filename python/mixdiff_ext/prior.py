@@ -280,7 +280,7 @@ class GaussianMixturePrior:
 
     def _sample_out(self, out, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """sample()'s out, checked: x [n, D] (and labels [n], allocated when not given)."""
-        pair = isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)
+        pair = ops._is_tensor_pair(out)
         if not (isinstance(out, torch.Tensor) or pair):
             raise TypeError(f"out must be a tensor or an (x, labels) pair of tensors, got {type(out).__name__}")
         x, labels = out if pair else (out, torch.empty(n, dtype=torch.int64, device=out.device))

@@ -78,6 +78,12 @@ void with_philox_mul(const Body& body) {
 }
 #endif
 
+// The Philox counters (block, stream, row) of philox_words for the blocks in the lanes of `blocks`.
+template <class U>
+MIXDIFF_INLINE Philox4<U> block_counters(U blocks, uint32_t stream, uint64_t row) {
+  return Philox4<U>{{blocks, U{} + stream, U{} + static_cast<uint32_t>(row), U{} + static_cast<uint32_t>(row >> 32)}};
+}
+
 // The normals of rows row0 .. row0 + NR - 1 (normal.h layout per row), handed out a vector at a time:
 // store(r, e, count, z) receives elements [e, e + count) of row row0 + r in the first count lanes of z
 // (count <= 16), so callers can combine them with other row data while in registers. float: 16 Philox
@@ -112,10 +118,8 @@ MIXDIFF_INLINE void rows_normals_apply(uint64_t seed, uint32_t stream, uint64_t 
         const uint64_t row = row0 + static_cast<uint64_t>(r);
         H::F half[2][4];
         for (int h = 0; h < 2; ++h) {
-          const Philox4<HalfVecU32> w = philox4x32_10<HalfVecU32>(
-              Philox4<HalfVecU32>{{lane + static_cast<uint32_t>(j0 + h * HL), HalfVecU32{} + stream,
-                                   HalfVecU32{} + static_cast<uint32_t>(row), HalfVecU32{} + static_cast<uint32_t>(row >> 32)}},
-              k0, k1);
+          const Philox4<HalfVecU32> w =
+              philox4x32_10<HalfVecU32>(block_counters(lane + static_cast<uint32_t>(j0 + h * HL), stream, row), k0, k1);
           box_muller<H>(w.v[0], w.v[1], &half[h][0], &half[h][1]);
           box_muller<H>(w.v[2], w.v[3], &half[h][2], &half[h][3]);
         }
@@ -131,10 +135,7 @@ MIXDIFF_INLINE void rows_normals_apply(uint64_t seed, uint32_t stream, uint64_t 
       Philox4<VecU32> w[NR];
       for (int r = 0; r < NR; ++r) {
         const uint64_t row = row0 + static_cast<uint64_t>(r);
-        w[r] = philox4x32_10<VecU32, Mul>(
-            Philox4<VecU32>{{lane + static_cast<uint32_t>(j0), VecU32{} + stream, VecU32{} + static_cast<uint32_t>(row),
-                             VecU32{} + static_cast<uint32_t>(row >> 32)}},
-            k0, k1);
+        w[r] = philox4x32_10<VecU32, Mul>(block_counters(lane + static_cast<uint32_t>(j0), stream, row), k0, k1);
       }
       for (int r = 0; r < NR; ++r) {
         F z[4];

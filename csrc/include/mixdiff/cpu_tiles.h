@@ -320,11 +320,6 @@ MIXDIFF_INLINE void transpose16x16(const __m512 rows[16], __m512 out[16]) {
   }
 }
 
-// nearest_rows for 16 float rows and K components (K <= 16), one row per lane. With components across
-// the lanes, K = 10 left 6 of 16 lanes idle and cost a broadcast per row and dimension; here x is
-// transposed 16 dimensions at a time and each dimension costs K subtract-and-fma pairs for all 16
-// rows. Every (row, k) sum still runs over d in increasing order with the same fma, and the minimum
-// is chosen by row_best_index's rule, so labels and distances equal nearest_rows' bit for bit.
 // acc[k] += (x - mu_k)^2 over dimensions d0 .. d0 + width - 1 of 16 rows, one row per lane. kFull: width
 // is 16 (no exit inside the unrolled loop, which would keep the accumulators in memory).
 template <int K, bool kFull>
@@ -345,6 +340,11 @@ MIXDIFF_INLINE void accumulate16(const float* x, int64_t ldx, const ComponentTab
   }
 }
 
+// nearest_rows for 16 float rows and K components (K <= 16), one row per lane. With components across
+// the lanes, K = 10 left 6 of 16 lanes idle and cost a broadcast per row and dimension; here x is
+// transposed 16 dimensions at a time and each dimension costs K subtract-and-fma pairs for all 16
+// rows. Every (row, k) sum still runs over d in increasing order with the same fma, and the minimum
+// is chosen by row_best_index's rule, so labels and distances equal nearest_rows' bit for bit.
 template <int K>
 void nearest16_few_components(const float* x, int64_t ldx, const ComponentTable<float>& tab, int64_t* labels,
                               float* sqdist) {

@@ -52,6 +52,7 @@ PriorSampleArgs prior_sample_checked(const at::Tensor& means, const at::Tensor& 
   check_mixture(like, means, cov_factor, log_weights, cov);
   check_factor_positive(cov_factor, cov);
   PriorSampleArgs a;
+  a.cov = cov;
   a.means = prepared(means, dtype);
   a.factor = prepared_factor(cov_factor, cov, dtype, like);
   // Max-shifted so that unnormalised log weights (e.g. all 1000 or all -800) neither overflow nor vanish.
@@ -121,7 +122,7 @@ void sample_rows(CovType cov, const T* means, const T* factor, const double* cdf
         affine_from_noise(cov, means + labels[i] * D, factor + labels[i] * fs, D, x + i * D);
       continue;
     }
-    // Separable: x = mu + scale * z while z is in registers.
+    // Separable: x = mu + A z while z is in registers.
     cpu::each_row_normals<T, Mul>(seed, kStreamPriorNoise, row0, r0, r0 + rows, D,
                                   [&](int64_t i, int64_t e0, int64_t count, const V& z) {
       const int64_t k = labels[i];
@@ -132,14 +133,12 @@ void sample_rows(CovType cov, const T* means, const T* factor, const double* cdf
   }
 }
 
-void prior_sample_fill_cpu(const PriorSampleArgs& a, const std::string& covariance_type, int64_t seed,
-                           int64_t offset) {
-  const CovType cov = parse_cov_type(covariance_type);
+void prior_sample_fill_cpu(const PriorSampleArgs& a, int64_t seed, int64_t offset) {
   const int64_t K = a.means.size(0), D = a.means.size(1);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "prior_sample_cpu", [&] {
     parallel_pieces(a.x.size(0), 64, [&](int64_t b, int64_t e) {
       cpu::with_philox_mul([&](auto mul) {
-        sample_rows<decltype(mul)>(cov, a.means.data_ptr<scalar_t>(), a.factor.data_ptr<scalar_t>(),
+        sample_rows<decltype(mul)>(a.cov, a.means.data_ptr<scalar_t>(), a.factor.data_ptr<scalar_t>(),
                                    a.cdf.data_ptr<double>(), K, D, static_cast<uint64_t>(seed),
                                    static_cast<uint64_t>(offset), b, e, a.x.data_ptr<scalar_t>(),
                                    a.labels.data_ptr<int64_t>());
@@ -153,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor> prior_sample_cpu(const at::Tensor& means, con
                                                     int64_t n, int64_t seed, int64_t offset) {
   const PriorSampleArgs a = prior_sample_checked(means, log_weights, cov_factor, covariance_type, n, offset);
   advise_huge_pages(a.x);  // fresh memory only: a caller's buffer keeps the pages it has
-  prior_sample_fill_cpu(a, covariance_type, seed, offset);
+  prior_sample_fill_cpu(a, seed, offset);
   return {a.x, a.labels};
 }
 
@@ -161,7 +160,7 @@ void prior_sample_out_cpu(const at::Tensor& means, const at::Tensor& log_weights
                           const std::string& covariance_type, int64_t n, int64_t seed, int64_t offset,
                           const at::Tensor& x, const at::Tensor& labels) {
   prior_sample_fill_cpu(prior_sample_checked(means, log_weights, cov_factor, covariance_type, n, offset, &x, &labels),
-                        covariance_type, seed, offset);
+                        seed, offset);
 }
 
 }  // namespace

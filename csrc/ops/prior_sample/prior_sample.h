@@ -3,11 +3,14 @@
 #include <string>
 #include <tuple>
 
+#include "mixdiff/gaussian.h"
+
 namespace mixdiff::ops {
-// Validated inputs of prior_sample, in the compute dtype and contiguous, with the float64 cumulative
-// weights, and the outputs x [n, D], labels int64 [n]: the given out tensors (prior_sample.out, checked:
-// shape, dtype, the means' device, contiguous) or fresh ones.
+// Validated inputs of prior_sample: the covariance type, the parameters in the compute dtype and
+// contiguous, the float64 cumulative weights, and the outputs x [n, D], labels int64 [n]: the given out
+// tensors (prior_sample.out, checked: shape, dtype, the means' device, contiguous) or fresh ones.
 struct PriorSampleArgs {
+  CovType cov;
   at::Tensor means, factor, cdf, x, labels;
 };
 PriorSampleArgs prior_sample_checked(const at::Tensor& means, const at::Tensor& log_weights,
