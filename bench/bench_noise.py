@@ -128,7 +128,7 @@ def bench_reverse_step(device: str, timer, bw: float) -> list[dict]:
         mu = means[labels]
         y = x - mu
         a_eps = sigma[labels] * eps_hat
-        y0 = c.x0_from_x * y + c.x0_from_eps * a_eps
+        y0 = c.x0_from_x * y + c.x0_from_out * a_eps
         out = c.coef_x * y + c.coef_x0 * y0 + c.coef_eps * a_eps
         if c.coef_noise:
             out = out + c.coef_noise * sigma[labels] * torch.randn(b, d, device=device)

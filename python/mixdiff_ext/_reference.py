@@ -186,22 +186,43 @@ def q_sample(x0, labels, signal, noise_scale, means, cov_factor, covariance_type
     return x_t, eps, labels
 
 
-def reverse_step(x, model_output, labels, means, cov_factor, covariance_type, coefficients, clip_min, clip_max,
-                 noise, seed, offset, step, return_x0=False):
-    a0, b0, cx, c0, ce, cz = coefficients
+def _bound_table(bound, means):
+    """A clip bound as a [K, D] tensor like the means (None stays None; a number fills the table)."""
+    if bound is None or isinstance(bound, torch.Tensor):
+        return bound if bound is None else bound.to(means.dtype).expand(means.shape)
+    return torch.full(means.shape, float(bound), dtype=means.dtype)
+
+
+def reverse_step(x, model_output, labels, means, cov_factor, covariance_type, coefficients, clip_lo, clip_hi,
+                 noise, seed, offset, step, return_x0=False, prediction_type="epsilon", x0_history=()):
+    """The step of ops.StepCoefficients' docstring. coefficients: the 10 numbers, or the first 6 (then
+    eps_from_x, eps_from_out, coef_x0_prev, coef_x0_prev2 = 0, 1, 0, 0). clip_lo / clip_hi: None, [K, D]
+    tensors or numbers. History terms with a zero coefficient are not evaluated."""
+    coefficients = [float(c) for c in coefficients]
+    if len(coefficients) == 6:
+        coefficients += [0.0, 1.0, 0.0, 0.0]
+    a0, b0, cx, c0, ce, cz, ex, eo, h1, h2 = coefficients
     b, d = x.shape
     mu = means[labels]
     y = x - mu
-    a_eps = apply_factor(cov_factor, covariance_type, labels, model_output.to(x.dtype))
-    y0 = a0 * y + b0 * a_eps
-    if clip_min is not None or clip_max is not None:
-        y0 = (y0 + mu).clamp(min=clip_min, max=clip_max) - mu
-    y_prev = cx * y + c0 * y0 + ce * a_eps
+    out = model_output.to(x.dtype)
+    o = out if prediction_type == "sample" else apply_factor(cov_factor, covariance_type, labels, out)
+    y0 = a0 * y + b0 * o
+    e = ex * y + eo * o
+    if clip_lo is not None or clip_hi is not None:
+        inf = math.inf
+        lo = _bound_table(-inf if clip_lo is None else clip_lo, means)[labels]
+        hi = _bound_table(inf if clip_hi is None else clip_hi, means)[labels]
+        y0 = torch.minimum(torch.maximum(y0 + mu, lo), hi) - mu  # both propagate NaN
+    y_prev = cx * y + c0 * y0 + ce * e
     if cz != 0:
         if noise is None:
             rows = torch.arange(offset, offset + b, dtype=torch.int64)
             noise = normals(seed, step_stream(STREAM_REVERSE_NOISE, step), rows, d, x.dtype)
         y_prev = y_prev + cz * apply_factor(cov_factor, covariance_type, labels, noise.to(x.dtype))
+    for h, past in zip((h1, h2), x0_history):
+        if h != 0:
+            y_prev = y_prev + h * (past.to(x.dtype) - mu)
     return mu + y_prev, (mu + y0) if return_x0 else x.new_empty(0)
 
 

@@ -274,20 +274,53 @@ def _(x0, labels, signal, noise_scale, means, cov_factor, covariance_type, noise
 # reverse_step
 # --------------------------------------------------------------------------------------------------
 class StepCoefficients(NamedTuple):
-    """Coefficients of one reverse step in y = x - mu_j (docs/method.md derives them per sampler):
-    y0_hat = x0_from_x y + x0_from_eps (A eps_hat), optionally clipped in x space;
-    y' = coef_x y + coef_x0 y0_hat + coef_eps (A eps_hat) + coef_noise (A z)."""
+    """Coefficients of one reverse step in y = x - mu_j (docs/method.md derives them per sampler). With
+    O = A_j out for an "epsilon" or "v_prediction" model output and O = out for a "sample" one (the
+    network predicts y0 = x0 - mu_j; A_j is not applied):
+
+        y0_hat = x0_from_x y + x0_from_out O          (optionally clipped to the component's box in x space)
+        e      = eps_from_x y + eps_from_out O        (the step's A_j eps_hat)
+        y'     = coef_x y + coef_x0 y0_hat + coef_eps e + coef_noise (A_j z)
+                 + coef_x0_prev (H1 - mu_j) + coef_x0_prev2 (H2 - mu_j),
+
+    H1, H2 the x0_history entries (earlier steps' x0_hat, for multistep solvers). The defaults of the last
+    four make a six-number step of an eps prediction: e = A_j eps_hat and no history."""
     x0_from_x: float
-    x0_from_eps: float
+    x0_from_out: float
     coef_x: float
     coef_x0: float
     coef_eps: float
     coef_noise: float
+    eps_from_x: float = 0.0
+    eps_from_out: float = 1.0
+    coef_x0_prev: float = 0.0
+    coef_x0_prev2: float = 0.0
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 class ReverseStep(NamedTuple):
     prev_sample: torch.Tensor  # [B, D]
     pred_original_sample: torch.Tensor | None  # [B, D] x0_hat = mu_j + y0_hat, when asked
+
+
+def _clip_bound(x: torch.Tensor, means: torch.Tensor, bound, name: str) -> torch.Tensor | None:
+    """One side of clip as the op takes it: None, or a contiguous [K, D] tensor in x's compute dtype on x's
+    device. A tensor that is not floating or does not broadcast to [K, D] is passed on for the op to reject."""
+    if bound is None:
+        return None
+    shape, dtype = tuple(means.shape), _compute_dtype(x)
+    if isinstance(bound, torch.Tensor):
+        if not bound.is_floating_point():
+            return bound
+        try:
+            return bound.to(device=x.device, dtype=dtype).expand(shape).contiguous()
+        except RuntimeError:
+            return bound
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
+        raise TypeError(f"reverse_step: {name} must be None, a number or a tensor, got {type(bound).__name__}")
+    return torch.full(shape, float(bound), dtype=dtype, device=x.device)
 
 
 def reverse_step(
@@ -301,24 +334,42 @@ def reverse_step(
     seed: int,
     step: int,
     offset: int = 0,
-    clip: tuple[float, float] | None = None,
+    clip: tuple | None = None,
     noise: torch.Tensor | None = None,
     return_x0: bool = False,
+    prediction_type: str = "epsilon",
+    x0_history: tuple[torch.Tensor, ...] | list[torch.Tensor] | None = (),
 ) -> ReverseStep:
     """One fused reverse step for every sampler (ancestral, DDIM, Euler-Maruyama, probability flow,
-    Langevin corrector): see StepCoefficients. z is drawn only when coef_noise != 0, from row offset + i
-    of stream (reverse, step) of `seed`, unless `noise` gives it."""
+    Langevin corrector, multistep DPM-Solver++): see StepCoefficients. z is drawn only when coef_noise != 0,
+    from row offset + i of stream (reverse, step) of `seed`, unless `noise` gives it.
+
+    clip: None, or (lo, hi) bounding x0_hat in x space, each side None (open), a number or a tensor that
+    broadcasts to [K, D] (a box per component and dimension). prediction_type: what model_output is,
+    "epsilon", "v_prediction" (both enter as A_j out) or "sample" (y0 = x0 - mu_j). x0_history: 0, 1 or 2
+    earlier x0_hat [B, D] (H1, H2), weighted by coef_x0_prev and coef_x0_prev2."""
     lo, hi = (None, None) if clip is None else clip
     prev, x0 = torch.ops.mixdiff.reverse_step(
         x, model_output, labels, means, _factor_arg(means, cov_factor), covariance_type,
-        [float(c) for c in coefficients], lo, hi, noise, seed, offset, step, return_x0,
+        [float(c) for c in coefficients], _clip_bound(x, means, lo, "clip[0]"), _clip_bound(x, means, hi, "clip[1]"),
+        noise, seed, offset, step, return_x0, prediction_type, list(x0_history or ()),
     )
     return ReverseStep(prev, x0 if return_x0 else None)
 
 
 @torch.library.register_fake("mixdiff::reverse_step")
-def _(x, model_output, labels, means, cov_factor, covariance_type, coefficients, clip_min, clip_max, noise,
-      seed, offset, step, return_x0=False):
+def _(x, model_output, labels, means, cov_factor, covariance_type, coefficients, clip_lo, clip_hi, noise,
+      seed, offset, step, return_x0=False, prediction_type="epsilon", x0_history=None):
+    # The checks that need no data, as the kernels make them.
+    x0_history = x0_history or ()
+    torch._check(len(coefficients) == 10, lambda: f"mixdiff: coefficients must be 10 numbers, got {len(coefficients)}")
+    torch._check(len(x0_history) <= 2,
+                 lambda: f"mixdiff: x0_history must hold at most 2 tensors, got {len(x0_history)}")
+    torch._check(prediction_type in PREDICTION_TYPES, lambda: "mixdiff: prediction_type must be 'epsilon', "
+                 f"'v_prediction' or 'sample', got '{prediction_type}'")
+    for name, bound in (("clip_lo", clip_lo), ("clip_hi", clip_hi)):
+        torch._check(bound is None or tuple(bound.shape) == tuple(means.shape),
+                     lambda: f"mixdiff: {name} must have shape [K, D] = {list(means.shape)}, got {list(bound.shape)}")
     dtype = _compute_dtype(x)
     return x.new_empty(x.shape, dtype=dtype), x.new_empty(x.shape if return_x0 else (0,), dtype=dtype)
 

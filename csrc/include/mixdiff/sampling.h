@@ -64,41 +64,61 @@ MIXDIFF_HD MIXDIFF_INLINE T forward_element(T mu, T x0, S a, S b, T a_eps) {
   return mu + a * (x0 - mu) + b * a_eps;
 }
 
-// One reverse step of every sampler, in y = x - mu (docs/method.md gives each sampler's coefficients):
-//   y0_hat = a0 y + b0 (A eps_hat), clipped to [clip_lo, clip_hi] in x space when clip is set,
-//   y'     = cx y + c0 y0_hat + ce (A eps_hat) + cz (A z).
+// One reverse step of every sampler, in y = x - mu (docs/method.md gives each sampler's coefficients),
+// from the model output's term O (A out for epsilon / v-prediction outputs, out itself for a sample
+// prediction, which is y0 directly):
+//   y0_hat = x0_from_x y + x0_from_out O, clipped to [lo, hi] in x space when clip is set,
+//   e      = eps_from_x y + eps_from_out O                  (the step's A eps_hat),
+//   y'     = cx y + c0 y0_hat + ce e + cz (A z) + h1 (H1 - mu) + h2 (H2 - mu),
+// H1, H2 the earlier steps' x0_hat (multistep solvers). The clip bounds (per component and element, +-inf
+// for an open side) and the history values are the element function's arguments.
 template <class T>
 struct StepCoefficients {
-  T a0, b0, cx, c0, ce, cz;
-  T clip_lo, clip_hi;
+  T x0_from_x, x0_from_out, cx, c0, ce, cz, eps_from_x, eps_from_out, h1, h2;
   bool clip;
+  int history;  // history terms read: 0, 1 (h1 H1) or 2 (also h2 H2); the coefficients of the others are 0
 };
 
 // The coefficients in the compute dtype (the op takes them as float64), for the CPU and CUDA kernels alike.
 template <class T>
 MIXDIFF_HD MIXDIFF_INLINE StepCoefficients<T> cast_coefficients(const StepCoefficients<double>& c) {
-  return {T(c.a0), T(c.b0), T(c.cx), T(c.c0), T(c.ce), T(c.cz), T(c.clip_lo), T(c.clip_hi), c.clip};
+  return {T(c.x0_from_x), T(c.x0_from_out), T(c.cx), T(c.c0), T(c.ce), T(c.cz), T(c.eps_from_x), T(c.eps_from_out),
+          T(c.h1), T(c.h2), c.clip, c.history};
 }
 
-// Returns x' = mu + y'; *x0_hat = mu + y0_hat (the clean-sample prediction). kClip: c.clip, fixed at
-// compile time so that CPU loops specialised on it vectorise.
-template <bool kClip, class T>
-MIXDIFF_HD MIXDIFF_INLINE T reverse_element_fixed_clip(const StepCoefficients<T>& c, T mu, T x, T a_eps_hat, T a_z,
-                                                       T* x0_hat) {
+// Returns x' = mu + y'; *x0_hat = mu + y0_hat (the clean-sample prediction). o: the output term O of the
+// element; lo, hi: its bounds (read when kClip); h1v, h2v: its history values (read when kHistory >= 1, 2).
+// kClip, kHistory: c.clip and c.history, fixed at compile time so that CPU loops specialised on them
+// vectorise. A NaN x0_hat stays NaN (both comparisons are false).
+template <bool kClip, int kHistory, class T>
+MIXDIFF_HD MIXDIFF_INLINE T reverse_element_fixed(const StepCoefficients<T>& c, T mu, T x, T o, T a_z, T lo, T hi,
+                                                  T h1v, T h2v, T* x0_hat) {
   const T y = x - mu;
-  T y0 = c.a0 * y + c.b0 * a_eps_hat;
+  T y0 = c.x0_from_x * y + c.x0_from_out * o;
+  const T e = c.eps_from_x * y + c.eps_from_out * o;
   if (kClip) {
     const T x0 = y0 + mu;
-    y0 = (x0 < c.clip_lo ? c.clip_lo : x0 > c.clip_hi ? c.clip_hi : x0) - mu;
+    y0 = (x0 < lo ? lo : x0 > hi ? hi : x0) - mu;
   }
   *x0_hat = mu + y0;
-  return mu + (c.cx * y + c.c0 * y0 + c.ce * a_eps_hat + c.cz * a_z);
+  T yp = c.cx * y + c.c0 * y0 + c.ce * e + c.cz * a_z;
+  if (kHistory >= 1) yp += c.h1 * (h1v - mu);
+  if (kHistory >= 2) yp += c.h2 * (h2v - mu);
+  return mu + yp;
 }
 
+// reverse_element_fixed for the flags of c (the CUDA kernels: uniform branches).
 template <class T>
-MIXDIFF_HD MIXDIFF_INLINE T reverse_element(const StepCoefficients<T>& c, T mu, T x, T a_eps_hat, T a_z, T* x0_hat) {
-  return c.clip ? reverse_element_fixed_clip<true>(c, mu, x, a_eps_hat, a_z, x0_hat)
-                : reverse_element_fixed_clip<false>(c, mu, x, a_eps_hat, a_z, x0_hat);
+MIXDIFF_HD MIXDIFF_INLINE T reverse_element(const StepCoefficients<T>& c, T mu, T x, T o, T a_z, T lo, T hi, T h1v,
+                                            T h2v, T* x0_hat) {
+  if (c.clip) {
+    if (c.history == 0) return reverse_element_fixed<true, 0>(c, mu, x, o, a_z, lo, hi, h1v, h2v, x0_hat);
+    if (c.history == 1) return reverse_element_fixed<true, 1>(c, mu, x, o, a_z, lo, hi, h1v, h2v, x0_hat);
+    return reverse_element_fixed<true, 2>(c, mu, x, o, a_z, lo, hi, h1v, h2v, x0_hat);
+  }
+  if (c.history == 0) return reverse_element_fixed<false, 0>(c, mu, x, o, a_z, lo, hi, h1v, h2v, x0_hat);
+  if (c.history == 1) return reverse_element_fixed<false, 1>(c, mu, x, o, a_z, lo, hi, h1v, h2v, x0_hat);
+  return reverse_element_fixed<false, 2>(c, mu, x, o, a_z, lo, hi, h1v, h2v, x0_hat);
 }
 
 }  // namespace mixdiff
