@@ -90,7 +90,7 @@ def bench_sampling(device: str, n: int, repeats: int, long_steps: int) -> list[d
         t_compile = time.perf_counter() - t0
         t_compiled = median_time(lambda: ddpm.sample(n, compile=True, **kw), repeats=reps, warmup=0)
         baselines = {"torch_eager": median_time(
-            lambda: eager_sample(ddpm.denoiser, n, ddpm.timesteps_for(steps), abar, ddim, device),
+            lambda: eager_sample(ddpm.denoiser, n, ddpm.schedule.timesteps(steps), abar, ddim, device),
             repeats=reps, warmup=0)}
         if have_diffusers:
             baselines["diffusers"] = median_time(lambda: diffusers_sample(ddpm.denoiser, n, steps, ddim, device),

@@ -11,6 +11,7 @@ from conftest import gen, rel_err
 from mixdiff_ext import GaussianMixturePrior
 from mixdiff_ext import GMMConditioner
 from mixdiff_ext import _reference as ref
+from mixdiff_ext import sampling
 from mixdiff_ext._random import SEED_CONDITION_NOISE, derive_seed
 from mixdiff_ext.models import MixDDPM, MixSGM, ve_sigma_max
 from mixdiff_ext.schedules import VESDE, VPSDE, DiscreteSchedule
@@ -82,7 +83,7 @@ def test_k1_ancestral_sampling_is_ddpm_from_formulas(variance_type):
     net = SmallNet(2).double()
     T = 30
     model = MixDDPM(net, GaussianMixturePrior.standard(2, torch.float64), timesteps=T, variance_type=variance_type)
-    out = model.sample(50, seed=7, progress=False, return_trajectory=True)
+    out = model.sample(50, sampler="ancestral", seed=7, progress=False, return_trajectory=True, clip=None)
 
     betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
     alphas, abar = 1 - betas, torch.cumprod(1 - betas, 0)
@@ -179,6 +180,9 @@ def test_network_inputs(component_input, centre_input):
 # ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls,kw", [(MixDDPM, {"steps": 25, "sampler": "ancestral"}),
                                     (MixDDPM, {"steps": 25, "sampler": "ddim", "eta": 0.5}),
+                                    (MixDDPM, {"steps": 12, "sampler": "dpmsolver++", "order": 3}),
+                                    (MixDDPM, {"steps": 12, "sampler": "sde-dpmsolver++"}),
+                                    (MixSGM, {"steps": 12, "sampler": "sde-dpmsolver++", "order": 3}),
                                     (MixSGM, {"steps": 25, "sampler": "pc"})])
 def test_sampling_does_not_depend_on_batch_size(cls, kw):
     torch.manual_seed(0)
@@ -207,13 +211,13 @@ def test_trajectory_and_effort():
     torch.manual_seed(0)
     prior = mixture_prior()
     model = MixDDPM(SmallNet(2, 3).double(), prior, timesteps=20)
-    out = model.sample(64, seed=2, progress=False, return_trajectory=True)
+    out = model.sample(64, sampler="ancestral", seed=2, progress=False, return_trajectory=True)
     assert out.trajectory.shape == (21, 64, 2)
     assert torch.equal(out.trajectory[0], prior.sample(64, seed=2))
     assert torch.equal(out.initial, out.trajectory[0])
     assert torch.equal(out.trajectory[-1], out.samples)
     effort = ((out.trajectory[-1] - out.trajectory[0]) ** 2).sum(1).mean()
-    assert model.reverse_effort(64, seed=2) == pytest.approx(float(effort), rel=1e-14)
+    assert model.reverse_effort(64, sampler="ancestral", seed=2) == pytest.approx(float(effort), rel=1e-14)
 
 
 def test_image_samples_and_state_dict(tmp_path):
@@ -229,9 +233,9 @@ def test_image_samples_and_state_dict(tmp_path):
             return self.conv(x)
 
     model = MixDDPM(Conv(), prior, timesteps=10, sample_shape=(1, 4, 4))
+    assert model.loss(torch.randn(8, 1, 4, 4)).ndim == 0  # learns the data support
     x = model.sample(5, seed=0, progress=False)
     assert x.shape == (5, 1, 4, 4)
-    assert model.loss(torch.randn(8, 1, 4, 4)).ndim == 0
     torch.save(model.state_dict(), tmp_path / "m.pt")
     other = MixDDPM(Conv(), GaussianMixturePrior.standard(16), timesteps=10, sample_shape=(1, 4, 4))
     other.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
@@ -513,3 +517,220 @@ def test_mixsgm_takes_a_conditioner():
     cond = conditioner.sample(a, seed=derive_seed(4, SEED_CONDITION_NOISE))
     assert torch.equal(x, model.sample(30, cond=cond, **kw))
     assert not torch.allclose(x, model.sample(30, conditions=1 - a, **kw))
+
+
+# ----------------------------------------------------------------------------------------------------
+# data-support clipping
+# ----------------------------------------------------------------------------------------------------
+class Wild(nn.Module):
+    """A denoiser whose eps_hat is far too large: unclipped, x0_hat lands far outside the data."""
+
+    def forward(self, x, t, component=None, cond=None):
+        return 50.0 * torch.ones_like(x)
+
+
+def _boxes(x, labels, k):
+    lo = torch.stack([x[labels == j].amin(0) for j in range(k)])
+    hi = torch.stack([x[labels == j].amax(0) for j in range(k)])
+    return lo, hi
+
+
+def test_support_boxes_are_learned_per_component_in_training():
+    prior = mixture_prior()
+    model = MixDDPM(SmallNet(2, 3).double(), prior, timesteps=50)
+    assert bool((model.support_lo == float("inf")).all()) and bool((model.support_hi == -float("inf")).all())
+    x0 = prior.sample(300, seed=1)
+    labels = prior.assign(x0)
+    model.eval()
+    model.loss(x0, seed=0)
+    assert bool((model.support_lo == float("inf")).all())  # evaluation losses learn nothing
+    model.train()
+    model.loss(x0[:150], seed=0)
+    bad = torch.full((1, 2), float("nan"), dtype=x0.dtype)
+    model.loss(torch.cat([x0[150:], bad]), seed=1, labels=torch.cat([labels[150:], labels[:1]]))
+    lo, hi = _boxes(x0, labels, 3)  # the dispatcher's labels: nearest centre, as q_sample assigns them
+    assert torch.equal(model.support_lo, lo) and torch.equal(model.support_hi, hi)  # NaN row ignored
+    bounds = sampling.support_bounds(model.support_lo, model.support_hi, 0.5)
+    torch.testing.assert_close(bounds[0], lo - 0.5 * (hi - lo), rtol=0, atol=1e-14)
+    torch.testing.assert_close(bounds[1], hi + 0.5 * (hi - lo), rtol=0, atol=1e-14)
+
+
+def test_component_without_training_rows_gets_the_union_box():
+    lo = torch.tensor([[0.0, 1.0], [float("inf"), float("inf")], [-2.0, 3.0]])
+    hi = torch.tensor([[1.0, 2.0], [-float("inf"), -float("inf")], [-1.0, 5.0]])
+    got_lo, got_hi = sampling.support_bounds(lo, hi)
+    assert torch.equal(got_lo[1], torch.tensor([-2.0, 1.0])) and torch.equal(got_hi[1], torch.tensor([1.0, 5.0]))
+    assert torch.equal(got_lo[0], lo[0]) and torch.equal(got_hi[2], hi[2])
+    assert sampling.support_bounds(torch.full((2, 2), float("inf")), torch.full((2, 2), -float("inf"))) is None
+
+
+def _wild_model(cls=MixDDPM, **kw):
+    prior = mixture_prior()
+    model = cls(Wild(), prior, component_input="none", **kw)
+    # disjoint boxes, one per component, around the means
+    model.support_lo.copy_(prior.means - torch.tensor([1.0, 0.5], dtype=torch.float64))
+    model.support_hi.copy_(prior.means + torch.tensor([0.5, 1.0], dtype=torch.float64))
+    return model
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpmsolver++", "sde-dpmsolver++"])
+def test_clip_auto_keeps_each_trajectory_in_its_component_box(sampler):
+    model = _wild_model(timesteps=100)
+    kw = dict(steps=10, sampler=sampler, seed=1, progress=False, return_labels=True)
+    out = model.sample(400, **kw)
+    lo, hi = model.support_lo[out.labels], model.support_hi[out.labels]
+    assert bool(((out.samples >= lo) & (out.samples <= hi)).all())  # the last step returns the clipped x0_hat
+    assert len(out.labels.unique()) == 3
+    wild = model.sample(400, **dict(kw, clip=None)).samples
+    assert float(wild.abs().max()) > 30  # the boxes lie within |x| <= 8
+    fixed = model.sample(400, **dict(kw, clip=(-3.0, 2.0))).samples
+    assert float(fixed.min()) >= -3.0 and float(fixed.max()) <= 2.0
+    wide = model.sample(400, **dict(kw, clip_margin=1.0))
+    width = model.support_hi - model.support_lo
+    assert bool((wide.samples <= hi + width[wide.labels]).all()) and not torch.equal(wide.samples, out.samples)
+
+
+@pytest.mark.parametrize("sampler", ["euler_maruyama", "ode", "pc", "dpmsolver++"])
+def test_clip_auto_steers_sgm_samplers_via_tweedie(sampler):
+    model = _wild_model(MixSGM)
+    kw = dict(steps=20, sampler=sampler, seed=1, progress=False, return_labels=True)
+    out = model.sample(400, **kw)
+    wild = model.sample(400, **dict(kw, clip=None)).samples
+    span = (model.support_hi - model.support_lo).max()
+    far = ((out.samples - model.support_lo[out.labels]).abs() > 3 * span).any(1)
+    assert float(wild.abs().max()) > 100 and not bool(far.any())
+
+
+def test_untrained_model_samples_unclipped_and_warns_once():
+    model = MixDDPM(Wild(), mixture_prior(), timesteps=50, component_input="none")
+    kw = dict(steps=5, seed=0, progress=False)
+    with pytest.warns(UserWarning, match="learned no data support"):
+        a = model.sample(10, **kw)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = model.sample(10, **kw)
+        c = model.sample(10, clip=None, **kw)
+    assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_support_travels_with_state_dict_checkpoints_and_ema(tmp_path):
+    from mixdiff_ext import train
+    x = two_clusters(200, dtype=torch.float32)
+    prior = GaussianMixturePrior.fit(x, 2, seed=0)
+    kw = dict(batch_size=32, lr=1e-3, seed=0, progress=False, checkpoint_dir=tmp_path / "run", checkpoint_every=2)
+    first = train(MixDDPM(SmallNet(2, 2), prior, timesteps=50), x, steps=4, **kw)
+    assert bool(torch.isfinite(first.model.support_lo).all())
+    assert torch.equal(first.ema_model.support_lo, first.model.support_lo)
+    resumed = train(MixDDPM(SmallNet(2, 2), prior, timesteps=50), x, steps=8, **kw)
+    assert bool((resumed.model.support_lo <= first.model.support_lo).all())  # resumed from the checkpoint's boxes
+    assert bool((resumed.model.support_hi >= first.model.support_hi).all())
+    labels = prior.assign(x)
+    lo, hi = _boxes(x, labels, 2)
+    assert bool((resumed.model.support_lo >= lo).all()) and bool((resumed.model.support_hi <= hi).all())
+    other = MixDDPM(SmallNet(2, 2), prior, timesteps=50)
+    other.load_state_dict(resumed.ema_model.state_dict())
+    assert torch.equal(other.support_hi, resumed.ema_model.support_hi)
+    kw = dict(steps=5, seed=0, progress=False)
+    assert torch.equal(other.sample(20, **kw), resumed.ema_model.sample(20, **kw))
+
+
+# ----------------------------------------------------------------------------------------------------
+# prediction types and the solvers
+# ----------------------------------------------------------------------------------------------------
+class OraclePrediction(nn.Module):
+    """OracleVP's posterior means in each prediction type (data = prior, identity covariance, VP):
+    E[eps | y] = s y, E[y0 | y] = m y, E[v | y] = m E[eps] - s E[y0] = 0."""
+
+    def __init__(self, scales, prediction_type):
+        super().__init__()
+        self.scales, self.prediction_type = scales, prediction_type
+
+    def forward(self, x, t, component=None, cond=None):
+        m, s = self.scales(t)
+        m, s = m.to(x.dtype)[:, None], s.to(x.dtype)[:, None]
+        return {"epsilon": s * x, "sample": m * x, "v_prediction": 0 * x}[self.prediction_type]
+
+
+@pytest.mark.parametrize("sampler,steps", [("ancestral", 30), ("ddim", 10), ("dpmsolver++", 8),
+                                           ("sde-dpmsolver++", 8)])
+def test_prediction_types_give_the_same_trajectories(sampler, steps):
+    prior = mixture_prior()
+    sched = DiscreteSchedule.linear(100)
+    abar = sched.alphas_cumprod
+
+    def scales(t):
+        return abar[t.long()].sqrt(), (1 - abar[t.long()]).sqrt()
+
+    out = {}
+    for p in ("epsilon", "sample", "v_prediction"):
+        model = MixDDPM(OraclePrediction(scales, p), prior, schedule=sched, component_input="none", prediction_type=p)
+        out[p] = model.sample(500, steps=steps, sampler=sampler, seed=2, progress=False, clip=None)
+    assert rel_err(out["sample"], out["epsilon"]) <= 1e-10
+    assert rel_err(out["v_prediction"], out["epsilon"]) <= 1e-10
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_loss_targets_of_prediction_types(prediction_type, covariance_type):
+    torch.manual_seed(0)
+    mix = mixture_prior()
+    factor = torch.tensor([[0.5, 2.0], [1.0, 1.5], [0.7, 0.3]], dtype=torch.float64)
+    if covariance_type == "full":
+        factor = torch.diag_embed(factor)
+        factor[:, 1, 0] = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    prior = GaussianMixturePrior._from_factor(mix.means, mix.weights, factor, covariance_type)
+    net = SmallNet(2, 3).double()
+    model = MixDDPM(net, prior, prediction_type=prediction_type)
+    x0 = prior.sample(40, seed=1)
+    t = model.sample_timesteps(40, gen(2))
+    labels = prior.assign(x0)
+    loss = model.loss(x0, t=t, seed=3, labels=labels)
+    m, s = (c[:, None] for c in model.schedule.forward_coefficients(t))
+    mu, L = prior.means[labels], factor[labels]
+    eps = ref.normals(3, ref.STREAM_FORWARD_NOISE, torch.arange(40), 2, torch.float64)
+    a_eps = torch.einsum("nij,nj->ni", L, eps) if covariance_type == "full" else L * eps
+    x_t = mu + m * (x0 - mu) + s * a_eps
+    u0 = torch.linalg.solve(L, (x0 - mu)[..., None])[..., 0] if covariance_type == "full" else (x0 - mu) / L
+    target = {"epsilon": eps, "sample": x0 - mu, "v_prediction": m * eps - s * u0}[prediction_type]
+    expected = ((net(x_t - mu, t, component=labels) - target) ** 2).mean()
+    assert rel_err(loss, expected) <= 1e-12
+
+
+@pytest.mark.parametrize("sampler,steps", [("dpmsolver++", 20), ("sde-dpmsolver++", 60)])
+def test_ddpm_solvers_oracle_returns_the_prior(sampler, steps):
+    test_ddpm_oracle_returns_the_prior(sampler, steps)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_sgm_vp_dpmsolver_oracle_returns_the_prior(order):
+    sde = VPSDE()
+    prior = mixture_prior()
+    model = MixSGM(OracleVP(sde.marginal), prior, sde=sde, component_input="none")
+    out = model.sample(20000, steps=15, sampler="dpmsolver++", order=order, seed=4, progress=False,
+                       return_labels=True)
+    _check_is_prior(out.samples, out.labels, prior)
+
+
+def test_solver_bad_inputs():
+    prior = mixture_prior(torch.float32)
+    ve = MixSGM(SmallNet(2, 3), prior, sde="ve")
+    with pytest.raises(ValueError, match="needs the VP SDE"):
+        ve.sample(4, steps=5, sampler="dpmsolver++", progress=False)
+    with pytest.raises(ValueError, match="v_prediction.*VP"):
+        MixSGM(SmallNet(2, 3), prior, sde="ve", prediction_type="v_prediction").sample(4, steps=5, progress=False)
+    model = MixDDPM(SmallNet(2, 3), prior, timesteps=50)
+    with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
+        model.sample(4, steps=5, order=4, progress=False)
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        MixDDPM(SmallNet(2, 3), prior, prediction_type="x0")
+    with pytest.raises(ValueError, match="spacing must be one of"):
+        model.sample(4, steps=5, spacing="uniform", progress=False)
+    with pytest.raises(ValueError, match="clip must be 'auto'"):
+        model.sample(4, steps=5, clip="data", progress=False)
+    with pytest.raises(TypeError, match="clip must be 'auto'"):
+        model.sample(4, steps=5, clip=3.0, progress=False)
+    with pytest.raises(ValueError, match="clip_margin must be >= 0"):
+        model.sample(4, steps=5, clip_margin=-0.1, progress=False)
+    with pytest.raises(ValueError, match="steps must be < the number of training timesteps"):
+        model.sample(4, steps=50, progress=False)

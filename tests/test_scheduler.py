@@ -25,6 +25,7 @@ from mixdiff_ext.prior import GaussianMixturePrior
 from mixdiff_ext.scheduler import MixtureNoiseScheduler, MixtureSchedulerOutput
 
 diffusers = pytest.importorskip("diffusers")
+dpm_module = pytest.importorskip("diffusers.schedulers.scheduling_dpmsolver_multistep")
 
 F64 = torch.float64
 TOL = {torch.float32: 5e-5, torch.float64: 1e-11}
@@ -52,10 +53,10 @@ class LinearModel:
 
 def diffusers_pair(sampler, dtype, **kw):
     """(diffusers scheduler, ours) with the same configuration; float64: diffusers' abar cast to float64."""
+    kw.setdefault("clip_sample", False)  # diffusers' default is True, ours "auto"
     ours_kw = dict(kw)
     eta = ours_kw.pop("eta", 0.0)
     kw.pop("eta", None)
-    kw.setdefault("clip_sample", False)  # diffusers' default is True, ours False
     if sampler == "ddpm":
         kw.pop("set_alpha_to_one", None)
         d = diffusers.DDPMScheduler(**kw)
@@ -152,6 +153,135 @@ def test_more_configurations_match_diffusers(kw, dtype):
     eta, clipped = kw.pop("eta", 0.0), kw.pop("use_clipped_model_output", False)
     e, e0, _ = run_parity(sampler, dtype, steps=steps, eta=eta, use_clipped_model_output=clipped, **kw)
     assert e < TOL[dtype] and e0 < TOL_X0[dtype], (e, e0)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
+@pytest.mark.parametrize("clip", [False, True], ids=["noclip", "clip"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["f32", "f64"])
+def test_prediction_types_match_diffusers(sampler, prediction_type, clip, dtype):
+    e, e0, _ = run_parity(sampler, dtype, prediction_type=prediction_type, clip_sample=clip, eta=0.0)
+    assert e < TOL[dtype] and e0 < TOL_X0[dtype], (e, e0)
+
+
+def dpm_pair(dtype, **kw):
+    """(diffusers' DPMSolverMultistepScheduler, ours) with the same configuration."""
+    algorithm = kw.pop("algorithm_type", "dpmsolver++")
+    d = diffusers.DPMSolverMultistepScheduler(algorithm_type=algorithm, **kw)
+    ours = MixtureNoiseScheduler(sampler=algorithm, clip_sample=False, **kw)
+    return d, ours
+
+
+class _TorchWithoutFloat32:
+    """torch as diffusers' DPM-Solver module sees it in the float64 runs: its step casts the sample and the
+    noise to float32 and its sigmas are float32, which makes stock diffusers only float32-accurate whatever
+    the dtype; with float32 read as float64 (after construction, so that its float32 betas stay) and its
+    sigmas cast to float64, it computes the same update in float64."""
+
+    float32 = torch.float64
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+def run_dpm_parity(dtype, steps, monkeypatch, **kw):
+    """Step-for-step comparison with diffusers' DPM-Solver++ from the same states: each step starts both
+    schedulers from diffusers' previous sample. Returns (rel error of the trajectories, of the x0
+    predictions, steps)."""
+    d, ours = dpm_pair(dtype, **kw)
+    d.set_timesteps(steps)
+    ours.set_timesteps(steps)
+    assert torch.equal(ours.timesteps, d.timesteps)
+    if dtype == F64:
+        d.sigmas = d.sigmas.to(F64)
+        monkeypatch.setattr(dpm_module, "torch", _TorchWithoutFloat32())
+    model = LinearModel(math.prod(SHAPE[1:]))
+    x = randn(*SHAPE, seed=1, dtype=dtype)
+    got, want, got_x0, want_x0 = [], [], [], []
+    for t in d.timesteps:
+        z = randn(*SHAPE, seed=1000 + int(t), dtype=dtype)
+        out = model(x, t)
+        prev_d = d.step(out, t, x, variance_noise=z).prev_sample
+        o = ours.step(out, t, x, noise=z)
+        got.append(o.prev_sample)
+        want.append(prev_d)
+        got_x0.append(o.pred_original_sample)
+        want_x0.append(d.model_outputs[-1])  # diffusers keeps x0_hat of the step (data prediction)
+        x = prev_d
+    return rel_err(torch.stack(got), torch.stack(want)), rel_err(torch.stack(got_x0), torch.stack(want_x0)), len(got)
+
+
+DPM_CASES = {
+    "2m": dict(solver_order=2),
+    "3m": dict(solver_order=3),
+    "1": dict(solver_order=1),
+    "2m-heun": dict(solver_order=2, solver_type="heun"),
+    "3m-no-lower-final": dict(solver_order=3, lower_order_final=False),
+    "sde-2m": dict(algorithm_type="sde-dpmsolver++", solver_order=2),
+    "sde-3m": dict(algorithm_type="sde-dpmsolver++", solver_order=3),
+    "sde-2m-heun": dict(algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="heun"),
+    "3m-leading-offset": dict(solver_order=3, timestep_spacing="leading", steps_offset=1),
+    "2m-trailing-cosine": dict(solver_order=2, timestep_spacing="trailing", beta_schedule="squaredcos_cap_v2"),
+    "3m-sample": dict(solver_order=3, prediction_type="sample"),
+    "2m-v": dict(solver_order=2, prediction_type="v_prediction"),
+    "sde-3m-v": dict(algorithm_type="sde-dpmsolver++", solver_order=3, prediction_type="v_prediction"),
+}
+
+
+@pytest.mark.parametrize("steps", [5, 20])
+@pytest.mark.parametrize("case", list(DPM_CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["f32", "f64"])
+def test_dpmsolver_matches_diffusers(case, steps, dtype, monkeypatch):
+    e, e0, n = run_dpm_parity(dtype, steps, monkeypatch, **DPM_CASES[case])
+    assert n == steps
+    tol = {torch.float32: 1e-5, F64: 1e-10}[dtype]  # measured f64: <= 1e-14
+    assert e < tol and e0 < tol, (e, e0)
+
+
+def test_dpmsolver_parity_check_is_sensitive(monkeypatch):
+    """Second order instead of third must fail the tolerance (the order switch is exercised)."""
+    d, _ = dpm_pair(F64, solver_order=3)
+    _, ours = dpm_pair(F64, solver_order=2)
+    d.set_timesteps(20)
+    ours.set_timesteps(20)
+    d.sigmas = d.sigmas.to(F64)
+    monkeypatch.setattr(dpm_module, "torch", _TorchWithoutFloat32())
+    model = LinearModel(18)
+    x = randn(*SHAPE, seed=1)
+    errs = []
+    for t in d.timesteps[:4]:
+        out = model(x, t)
+        a = d.step(out, t, x).prev_sample
+        errs.append(rel_err(ours.step(out, t, x).prev_sample, a))
+        x = a
+    assert errs[0] < 1e-12 and errs[1] < 1e-12 and errs[2] > 1e-6, errs
+
+
+def test_dpmsolver_state_and_bad_use():
+    o = MixtureNoiseScheduler(sampler="dpmsolver++", clip_sample=False)
+    x = randn(*SHAPE, seed=1)
+    with pytest.raises(ValueError, match="needs set_timesteps"):
+        o.step(x, 999, x)
+    o.set_timesteps(5)
+    ts = [int(t) for t in o.timesteps]
+    assert ts == _dpm_timesteps(5)
+    o.step(x, ts[0], x)
+    with pytest.raises(ValueError, match="in order"):
+        o.step(x, ts[0], x)
+    with pytest.raises(ValueError, match="eta and use_clipped_model_output"):
+        o.step(x, ts[1], x, eta=0.5)
+    for t in ts[1:]:
+        x = o.step(x, t, x).prev_sample
+    with pytest.raises(ValueError, match="plan is finished"):
+        o.step(x, ts[-1], x)
+    o.set_timesteps(5)  # a new trajectory
+    o.step(x, ts[0], x)
+
+
+def _dpm_timesteps(n):
+    d = diffusers.DPMSolverMultistepScheduler()
+    d.set_timesteps(n)
+    return d.timesteps.tolist()
 
 
 def test_parity_check_is_sensitive():
@@ -380,7 +510,7 @@ def test_chunked_sampling_is_batch_invariant(sampler, eta):
 
 
 def test_seed_none_is_reproducible_after_manual_seed():
-    o = MixtureNoiseScheduler(sampler="ddpm")
+    o = MixtureNoiseScheduler(sampler="ddpm", clip_sample=False)  # "auto" would learn a box from add_noise
     o.set_timesteps(6)
     model = LinearModel(8, seed=7)
 

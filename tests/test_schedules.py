@@ -327,7 +327,7 @@ def test_tweedie_estimate_is_posterior_mean(sde):
     V = gaussian_variance(sde, t, v0, a)
     for c in (sde.euler_maruyama_coefficients(t, 0.01), sde.probability_flow_coefficients(t, 0.01),
               sde.langevin_coefficients(t, 1e-3)):
-        y0_per_y = c.x0_from_x + c.x0_from_eps * a * s * a / V
+        y0_per_y = c.x0_from_x + c.x0_from_out * a * s * a / V
         assert y0_per_y == pytest.approx(m * v0 / V, rel=1e-12)
 
 

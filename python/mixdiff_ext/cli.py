@@ -2,7 +2,7 @@
 
     mixdiff fit-prior --data ring2d --components 8 --out runs/prior
     mixdiff train --data ring2d --model mixddpm --components 8 --steps 2000 --out runs/ring
-    mixdiff sample --run runs/ring --n 10000 --sampler ddim --steps 100 --out runs/ring/samples.npy
+    mixdiff sample --run runs/ring --n 10000 --steps 20 --out runs/ring/samples.npy
     mixdiff evaluate --samples runs/ring/samples.npy --reference ring2d
     mixdiff info
     mixdiff demo [--full]
@@ -72,7 +72,7 @@ def cmd_train(args) -> None:
         x, prior = _fit(args)
     config = default_config(args.model, tuple(x.shape[1:]), component_input=args.component_input,
                             centre_input=args.centre_input, schedule=args.schedule, timesteps=args.timesteps,
-                            sde=args.sde, net=args.net, hidden=args.hidden, depth=args.depth, base=args.base)
+                            prediction_type=args.prediction_type, sde=args.sde, net=args.net, hidden=args.hidden, depth=args.depth, base=args.base)
     if args.model.endswith("sgm") and args.sde == "ve":
         from .models import ve_sigma_max
 
@@ -105,11 +105,15 @@ def _save_samples(path: str, x: torch.Tensor) -> None:
 def cmd_sample(args) -> None:
     model, config = load_run(args.run)
     model = model.to(args.device)
-    kw = dict(steps=args.steps, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress)
+    kw = dict(steps=args.steps, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
+              order=args.order, clip=None if args.clip == "none" else "auto", clip_margin=args.clip_margin)
     if config["model"].endswith("sgm"):
-        kw.update(sampler=args.sampler or "euler_maruyama", steps=args.steps or 1000)
+        # DPM-Solver++ needs the VP SDE; VE keeps the reverse SDE
+        vp = config["sde"] == "vp"
+        sampler = args.sampler or ("dpmsolver++" if vp else "euler_maruyama")
+        kw.update(sampler=sampler, steps=args.steps or (20 if sampler.endswith("dpmsolver++") else 1000))
     else:
-        kw.update(sampler=args.sampler or "ancestral", eta=args.eta)
+        kw.update(sampler=args.sampler or "dpmsolver++", eta=args.eta)
     t0 = time.perf_counter()
     x = model.sample(args.n, **kw)
     seconds = time.perf_counter() - t0
@@ -161,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feed x_t - mu_j (default: on for mix models)")
     p.add_argument("--schedule", default="linear", choices=("linear", "scaled_linear", "cosine"))
     p.add_argument("--timesteps", type=int, default=1000)
+    p.add_argument("--prediction-type", default="epsilon", choices=("epsilon", "sample", "v_prediction"),
+                   help="what the network predicts (diffusers' names, in x - mu_j)")
     p.add_argument("--sde", default="vp", choices=("vp", "ve"), help="for sgm / mixsgm")
     p.add_argument("--sigma-max", type=float, default=None,
                    help="VE sigma_max (default: the within-component rule of models.ve_sigma_max)")
@@ -183,9 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory written by train")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--sampler", default=None,
-                   help="ancestral | ddim (ddpm models); euler_maruyama | pc | ode (sgm models)")
-    p.add_argument("--steps", type=int, default=None, help="default: all T (ddpm) or 1000 (sgm)")
+                   help="dpmsolver++ (default) | sde-dpmsolver++ | ancestral | ddim (ddpm models); dpmsolver++ "
+                        "(default for VP) | sde-dpmsolver++ | euler_maruyama (default for VE) | pc | ode (sgm models)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="default: 20 for DPM-Solver++, all T for ancestral / ddim, 1000 for the SDE samplers")
+    p.add_argument("--order", type=int, default=2, choices=(1, 2, 3), help="DPM-Solver++ order")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    p.add_argument("--clip", default="auto", choices=("auto", "none"),
+                   help="auto: clip x0_hat to each component's training-data box (default); none: no clipping")
+    p.add_argument("--clip-margin", type=float, default=0.0, help="relative margin of the boxes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="chunk size; the result does not depend on it")
     p.add_argument("--device", default="cpu")

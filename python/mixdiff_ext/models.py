@@ -29,13 +29,14 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from . import ops
+from . import ops, sampling
 from ._checks import check_real
 from ._random import SEED_CONDITION_DROPOUT, SEED_CONDITION_NOISE, check_offset, derive_seed, resolve_seed
 from ._reference import apply_factor  # pure-torch, differentiable A_j v (x0_hat for the auxiliary term)
 from .conditioning import GMMConditioner
 from .prior import GaussianMixturePrior
-from .schedules import VESDE, VPSDE, DiscreteSchedule
+from .schedules import (DDPM_SAMPLERS, SGM_SAMPLERS, VESDE, VPSDE, DiscreteSchedule, PlanStep,
+                        check_prediction_type)
 
 __all__ = ["MixDDPM", "MixSGM", "Sampled", "ve_sigma_max"]
 
@@ -44,8 +45,6 @@ COMPONENT_INPUTS = ("embedding", "none")
 # before the next, so the network's activations stay in cache (2-3x faster than one 100k-row batch for
 # the MLPs here, bench/bench_sampling.py). The counter-based noise makes the chunking invisible.
 CPU_CHUNK_ROWS = 4096
-DDPM_SAMPLERS = ("ancestral", "ddim")
-SGM_SAMPLERS = ("euler_maruyama", "pc", "ode")
 
 
 class Sampled(NamedTuple):
@@ -55,15 +54,6 @@ class Sampled(NamedTuple):
     labels: torch.Tensor  # int64 [n]: the component of each trajectory
     initial: torch.Tensor  # [n, *sample_shape]: the prior draws x_T the trajectories started from
     trajectory: torch.Tensor | None  # [steps + 1, n, *sample_shape] from x_T to x_0, when asked
-
-
-class _Step(NamedTuple):
-    """One network evaluation and fused update: the network's time input, the update's coefficients
-    and the step id that addresses its noise stream."""
-
-    net_time: float
-    coefficients: ops.StepCoefficients
-    step_id: int
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -96,7 +86,8 @@ class _MixtureDiffusion(nn.Module):
     loop. Subclasses supply the time distribution, the forward coefficients and the step plans."""
 
     def __init__(self, denoiser: nn.Module, prior: GaussianMixturePrior, component_input: str, centre_input: bool,
-                 sample_shape: Sequence[int] | None, *, conditioner: GMMConditioner | None = None,
+                 sample_shape: Sequence[int] | None, prediction_type: str = "epsilon", *,
+                 conditioner: GMMConditioner | None = None,
                  cond_dropout: float = 0.0, aux_classifier: nn.Module | None = None, aux_weight: float = 0.0,
                  aux_sigma: float | None = None, aux_kind: str = "potential"):
         super().__init__()
@@ -119,6 +110,11 @@ class _MixtureDiffusion(nn.Module):
         self.register_buffer("means", prior.means.detach().clone())
         self.register_buffer("log_weights", prior.log_weights.detach().clone())
         self.register_buffer("cov_factor", None if prior.cov_factor is None else prior.cov_factor.detach().clone())
+        self.prediction_type = check_prediction_type(prediction_type)
+        # the data support: each component's bounding box of the training rows dispatched to it (empty:
+        # lo = +inf > hi = -inf), widened by every training loss; clip="auto" clips x0_hat to it
+        self.register_buffer("support_lo", torch.full_like(self.means, math.inf))
+        self.register_buffer("support_hi", torch.full_like(self.means, -math.inf))
         self._init_conditioning(conditioner, cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind)
 
     def _init_conditioning(self, conditioner, cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind) -> None:
@@ -179,7 +175,8 @@ class _MixtureDiffusion(nn.Module):
 
     def predict_noise(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, means: torch.Tensor,
                       cond: torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
-        """eps_hat for flat rows x [B, D] with components `labels`: what the denoiser sees follows
+        """The network output (eps_hat, y0_hat or v_hat by prediction_type) for flat rows x [B, D] with
+        components `labels`: what the denoiser sees follows
         component_input and centre_input. With a condition and guidance_scale w != 1, classifier-free
         guidance eps_null + w (eps_cond - eps_null), where the null condition is cond=None. Returns [B, D]."""
         net_x = (x - means[labels] if self.centre_input else x).reshape(x.shape[0], *self.sample_shape)
@@ -215,16 +212,24 @@ class _MixtureDiffusion(nn.Module):
                                  derive_seed(seed, SEED_CONDITION_DROPOUT), offset).labels
         return (drawn == 0).to(torch.float32)
 
-    def _aux_loss(self, x_t, eps_hat, signal, noise_scale, labels, means, factor, cov_type, conditions,
+    def _aux_loss(self, x_t, out, signal, noise_scale, labels, means, factor, cov_type, conditions,
                   kept) -> torch.Tensor:
         """mean_i signal_i^2 NGMG(f(x0_hat_i), mixture of conditions_i) over the rows that keep their
-        condition, with x0_hat = mu_j + (x_t - mu_j - s A_j eps_hat) / m. The weight signal^2 keeps the
-        gradient through x0_hat (which carries 1 / signal) bounded at high noise."""
+        condition, with x0_hat = mu_j + y0_hat of the network output (schedules.prediction_coefficients;
+        for eps: (x_t - mu_j - s A_j eps_hat) / m). The weight signal^2 keeps the gradient through x0_hat
+        (which carries 1 / signal) bounded at high noise."""
         if conditions is None:
             raise ValueError("aux_weight > 0: the loss needs `conditions` (the attributes whose mixture is the target)")
         m, s = signal.to(x_t.dtype)[:, None], noise_scale.to(x_t.dtype)[:, None]
         mu = means[labels]
-        x0_hat = mu + (x_t - mu - s * apply_factor(factor, cov_type, labels, eps_hat)) / m
+        y = x_t - mu
+        if self.prediction_type == "sample":
+            y0_hat = out
+        elif self.prediction_type == "epsilon":
+            y0_hat = (y - s * apply_factor(factor, cov_type, labels, out)) / m
+        else:
+            y0_hat = m * y - s * apply_factor(factor, cov_type, labels, out)
+        x0_hat = mu + y0_hat
         pred = self.aux_classifier(x0_hat.reshape(x_t.shape[0], *self.sample_shape))
         per_row = self.conditioner.ngmg_loss(pred, conditions, sigma=self.aux_sigma, kind=self.aux_kind,
                                              reduction="none")
@@ -270,12 +275,24 @@ class _MixtureDiffusion(nn.Module):
         means, factor, cov_type = self._prior_args(flat.dtype)
         x_t, eps, labels = ops.q_sample(flat, signal, noise_scale, means, factor, cov_type, seed=seed,
                                         offset=offset, labels=labels)
-        eps_hat = self.predict_noise(x_t, self._net_time(t), labels, means, cond)
-        loss = torch.mean((eps_hat - eps) ** 2)
+        if self.training:
+            sampling.update_support(self.support_lo, self.support_hi, flat, labels)
+        out = self.predict_noise(x_t, self._net_time(t), labels, means, cond)
+        loss = torch.mean((out - self._target(flat, eps, signal, noise_scale, labels, means)) ** 2)
         if self.aux_weight > 0:
-            loss = loss + self.aux_weight * self._aux_loss(x_t, eps_hat, signal, noise_scale, labels, means, factor,
+            loss = loss + self.aux_weight * self._aux_loss(x_t, out, signal, noise_scale, labels, means, factor,
                                                            cov_type, conditions, kept)
         return loss
+
+    def _target(self, x0, eps, signal, noise_scale, labels, means) -> torch.Tensor:
+        """The network's regression target: eps, y0 = x0 - mu_j, or v = m eps - s A_j^{-1} y0."""
+        if self.prediction_type == "epsilon":
+            return eps
+        y0 = x0 - means[labels]
+        if self.prediction_type == "sample":
+            return y0
+        m, s = signal.to(x0.dtype)[:, None], noise_scale.to(x0.dtype)[:, None]
+        return m * eps - s * whiten(self.cov_factor, self.covariance_type, labels, y0)
 
     def forward(self, x0: torch.Tensor, **kwargs) -> torch.Tensor:
         """The training loss (so DistributedDataParallel, which wraps forward, sees it)."""
@@ -289,14 +306,15 @@ class _MixtureDiffusion(nn.Module):
         return tuple(ops.prior_sample(self.means, self.log_weights, self.cov_factor, self.covariance_type, n, seed,
                                       offset))
 
-    def _run(self, n: int, plan: list[_Step], options: dict, desc: str,
+    def _run(self, n: int, plan: list[PlanStep], options: dict, desc: str,
              on_chunk: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor] | None], None],
              keep_trajectory: bool = False) -> None:
-        """Runs the plan on chunks of `batch_size` rows: chunk rows [start, start + m) use generator rows
-        offset start + i for the prior draw, the condition noise and every step's noise, so the result
-        does not depend on batch_size. `options`: the sampling options every sampler shares (seed,
-        batch_size, clip, cond, conditions, guidance_scale, progress, compile). Calls on_chunk(start, x_T,
-        x_0, labels, trajectory) per chunk (trajectory: the states from x_T on when keep_trajectory)."""
+        """Runs the plan (sampling.run_plan) on chunks of `batch_size` rows: chunk rows [start, start + m) use
+        generator rows offset start + i for the prior draw, the condition noise and every step's noise, so
+        the result does not depend on batch_size. `options`: the sampling options every sampler shares
+        (seed, batch_size, clip, clip_margin, cond, conditions, guidance_scale, progress, compile). Calls
+        on_chunk(start, x_T, x_0, labels, trajectory) per chunk (trajectory: the states from x_T on when
+        keep_trajectory)."""
         n = _check_int(n, "n", 0)
         batch_size = options["batch_size"]
         if batch_size is None:
@@ -305,6 +323,7 @@ class _MixtureDiffusion(nn.Module):
         seed = resolve_seed(options["seed"])
         cond = self._condition(n, options["cond"], options["conditions"], seed, 0)
         guidance_scale = check_real(options["guidance_scale"], "guidance_scale")
+        clip = sampling.resolve_clip(options["clip"], options["clip_margin"], self.support_lo, self.support_hi, self)
         compile = options["compile"]
         if not isinstance(compile, bool):
             raise TypeError(f"compile must be a bool, got {type(compile).__name__}")
@@ -318,20 +337,24 @@ class _MixtureDiffusion(nn.Module):
         with torch.no_grad():
             for start in chunks:
                 m = min(batch_size, n - start)
-                x, labels = self._draw_prior(m, seed, start)
-                means, factor, cov_type = self._prior_args(x.dtype)
-                x_start, trajectory = x, ([x] if keep_trajectory else None)
+                x_start, labels = self._draw_prior(m, seed, start)
+                means, factor, cov_type = self._prior_args(x_start.dtype)
+                trajectory = [x_start] if keep_trajectory else None
                 chunk_cond = None if cond is None else cond[start:start + m]
-                for step in plan:
+
+                def network(x, net_time):
                     # one value for the whole chunk: a stride-0 view, so a denoiser may embed it once
-                    t = torch.full((1,), step.net_time, dtype=torch.float32, device=x.device).expand(m)
-                    eps_hat = predict(self, x, t, labels, means, chunk_cond, guidance_scale)
-                    x = ops.reverse_step(x, eps_hat.to(x.dtype), labels, means, factor, cov_type, step.coefficients,
-                                         seed=seed, step=step.step_id, offset=start, clip=options["clip"]).prev_sample
+                    t = torch.full((1,), net_time, dtype=torch.float32, device=x.device).expand(x.shape[0])
+                    return predict(self, x, t, labels, means, chunk_cond, guidance_scale)
+
+                def on_step(x):
                     if trajectory is not None:
                         trajectory.append(x)
                     if bar is not None:
                         bar.update(1)
+
+                x = sampling.run_plan(network, x_start, labels, plan, means, factor, cov_type, seed=seed, offset=start,
+                                      prediction_type=self.prediction_type, clip=clip, on_step=on_step)
                 on_chunk(start, x_start, x, labels, trajectory)
         if bar is not None:
             bar.close()
@@ -368,10 +391,10 @@ class _MixtureDiffusion(nn.Module):
         return float(total) / max(n, 1)
 
 
-def _sampling_options(seed=None, batch_size=None, clip=None, cond=None, conditions=None, guidance_scale=1.0,
-                      progress=True, compile=False) -> dict:
+def _sampling_options(seed=None, batch_size=None, clip="auto", clip_margin=0.0, cond=None, conditions=None,
+                      guidance_scale=1.0, progress=True, compile=False) -> dict:
     """The options every sampler of both models takes (MixDDPM.sample documents them)."""
-    return dict(seed=seed, batch_size=batch_size, clip=clip, cond=cond, conditions=conditions,
+    return dict(seed=seed, batch_size=batch_size, clip=clip, clip_margin=clip_margin, cond=cond, conditions=conditions,
                 guidance_scale=guidance_scale, progress=progress, compile=compile)
 
 
@@ -388,6 +411,9 @@ class MixDDPM(_MixtureDiffusion):
         centre_input: feed x_t - mu_j instead of x_t.
         variance_type: ancestral sampler's sigma_t^2: "fixed_small" (posterior variance) or "fixed_large" (beta_t).
         sample_shape: per-sample shape, e.g. (1, 8, 8) for images; default (prior.dim,).
+        prediction_type: what the denoiser predicts, diffusers' names in the centred coordinates
+            y = x - mu_j: "epsilon" (the noise eps), "sample" (y0 = x0 - mu_j) or "v_prediction"
+            (v = m eps - s A_j^{-1} y0); training regresses on it and every sampler converts it.
         conditioner: a GMMConditioner: `loss` and `sample` then take `conditions` (attributes / class ids).
         cond_dropout: fraction of training rows whose condition is replaced by the null one (zeros), for
             classifier-free guidance (`sample(..., guidance_scale=w)`).
@@ -398,8 +424,8 @@ class MixDDPM(_MixtureDiffusion):
 
     def __init__(self, denoiser: nn.Module, prior: GaussianMixturePrior, schedule="linear", timesteps: int = 1000,
                  component_input: str = "embedding", centre_input: bool = True, variance_type: str = "fixed_small",
-                 sample_shape: Sequence[int] | None = None, **conditioning):
-        super().__init__(denoiser, prior, component_input, centre_input, sample_shape, **conditioning)
+                 sample_shape: Sequence[int] | None = None, prediction_type: str = "epsilon", **conditioning):
+        super().__init__(denoiser, prior, component_input, centre_input, sample_shape, prediction_type, **conditioning)
         if isinstance(schedule, str):
             schedule = DiscreteSchedule.from_name(schedule, _check_int(timesteps, "timesteps", 1))
         if not isinstance(schedule, DiscreteSchedule):
@@ -421,54 +447,60 @@ class MixDDPM(_MixtureDiffusion):
             raise TypeError(f"t must hold integer timesteps for MixDDPM, got dtype {t.dtype}")
         return self.schedule.forward_coefficients(t)
 
-    def timesteps_for(self, steps: int | None) -> list[int]:
-        """Descending timesteps of a `steps`-step sampler: t_i = i (T // steps), i = steps - 1, ..., 0
-        (diffusers' "leading" spacing); all T when steps is None."""
-        T = self.num_timesteps
-        steps = T if steps is None else _check_int(steps, "steps", 1)
-        if steps > T:
-            raise ValueError(f"steps must be <= the number of training timesteps {T}, got {steps}")
-        return [i * (T // steps) for i in range(steps - 1, -1, -1)]
+    def plan(self, steps: int | None = None, sampler: str = "dpmsolver++", eta: float = 0.0, order: int = 2,
+             spacing: str | None = None) -> list[PlanStep]:
+        """The steps of a sampler (DiscreteSchedule.plan with the model's variance_type and prediction_type)."""
+        return self.schedule.plan(steps, sampler, eta=eta, variance_type=self.variance_type, spacing=spacing,
+                                  order=order, prediction_type=self.prediction_type)
 
-    def plan(self, steps: int | None = None, sampler: str = "ancestral", eta: float = 0.0) -> list[_Step]:
-        """The (network time, coefficients, step id) of each reverse step; the step id is the timestep."""
-        _check_choice(sampler, DDPM_SAMPLERS, "sampler")
-        ts = self.timesteps_for(steps)
-        prevs = ts[1:] + [-1]
-        if sampler == "ancestral":
-            if eta != 0.0:
-                raise ValueError("eta applies only to sampler='ddim'")
-            coefs = [self.schedule.ancestral_coefficients(t, p, self.variance_type) for t, p in zip(ts, prevs)]
-        else:
-            coefs = [self.schedule.ddim_coefficients(t, p, eta) for t, p in zip(ts, prevs)]
-        return [_Step(float(t), c, t) for t, c in zip(ts, coefs)]
+    def sample(self, n: int, steps: int | None = None, sampler: str = "dpmsolver++", eta: float = 0.0,
+               order: int = 2, spacing: str | None = None, return_trajectory: bool = False,
+               return_labels: bool = False, **options):
+        """n samples [n, *sample_shape] by `steps` reverse steps, each trajectory centred on its drawn
+        component. With return_labels / return_trajectory returns Sampled(samples, labels, initial, trajectory).
 
-    def sample(self, n: int, steps: int | None = None, sampler: str = "ancestral", eta: float = 0.0,
-               return_trajectory: bool = False, return_labels: bool = False, **options):
-        """n samples [n, *sample_shape] by `steps` reverse steps (all T when None) of the ancestral
-        (DDPM) or DDIM (eta) sampler, each trajectory centred on its drawn component. With
-        return_labels / return_trajectory returns Sampled(samples, labels, initial, trajectory).
+        sampler: "dpmsolver++" (default: multistep DPM-Solver++ of `order` 2 or 3, deterministic, 20 steps
+        when steps is None), "sde-dpmsolver++" (its stochastic variant), "ancestral" (DDPM) or "ddim" (eta);
+        the last two take all T steps when steps is None. spacing: the timesteps' spacing, "leading",
+        "trailing" or "linspace" (default: "leading" for ancestral / DDIM, "linspace" for the solvers, as
+        diffusers' schedulers); DiscreteSchedule.plan has the details.
 
         Options (keywords; MixSGM.sample takes the same):
             seed: the counter-based generator's seed (None: drawn from torch's default generator).
             batch_size: rows per chunk (default: CPU_CHUNK_ROWS on the CPU, all n on a GPU); it changes
                 nothing but the network's float rounding.
-            clip: (lo, hi) clips x0_hat in data space.
+            clip: "auto" (default) clips x0_hat to the trajectory's component box learned from the training
+                data (widened by clip_margin times its width; an untrained model samples unclipped and warns
+                once); None: no clipping; (lo, hi): fixed bounds in data space (numbers or tensors
+                broadcastable to [K, D]). With clipping, every sampler's eps_hat is re-derived from the
+                clipped x0_hat (docs/method.md, "Sampling").
+            clip_margin: relative margin of the learned boxes (default 0).
             cond: condition vectors [n, cond_dim]; or conditions: attributes [n, M] / class ids [n] that
                 the model's conditioner turns into condition vectors (drawn, batch-invariantly).
             guidance_scale: classifier-free guidance weight w (1: plain conditional sampling).
             progress: a tqdm bar (default True).
             compile: run the network call through torch.compile (compiled once per process, ~10-30 s
                 on a CPU; then about 2x faster for the bundled MLP, bench/bench_sampling.py)."""
-        plan = self.plan(steps, sampler, eta)
+        plan = self.plan(steps, sampler, eta, order, spacing)
         return self._sample(n, plan, _sampling_options(**options), f"{sampler} sampling", return_labels,
                             return_trajectory)
 
-    def reverse_effort(self, n: int, steps: int | None = None, sampler: str = "ancestral", eta: float = 0.0,
-                       progress: bool = False, **options) -> float:
-        """The empirical reverse effort: mean ||x_T - x_0||^2 over n sampled trajectories (options as
-        for sample)."""
-        return self._effort(n, self.plan(steps, sampler, eta), _sampling_options(progress=progress, **options))
+    def reverse_effort(self, n: int, steps: int | None = None, sampler: str = "dpmsolver++", eta: float = 0.0,
+                       order: int = 2, spacing: str | None = None, progress: bool = False, **options) -> float:
+        """The empirical reverse effort: mean ||x_T - x_0||^2 over n sampled trajectories (arguments and
+        options as for sample)."""
+        return self._effort(n, self.plan(steps, sampler, eta, order, spacing),
+                            _sampling_options(progress=progress, **options))
+
+
+def whiten(cov_factor: torch.Tensor | None, covariance_type: str, labels: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A_j^{-1} y for each row's component j (differentiable)."""
+    if covariance_type == "identity":
+        return y
+    f = cov_factor.to(y.dtype)[labels]
+    if covariance_type == "full":
+        return torch.linalg.solve_triangular(f, y[..., None], upper=False)[..., 0]
+    return y / (f[:, None] if f.dim() == 1 else f)
 
 
 def ve_sigma_max(prior: GaussianMixturePrior, x: torch.Tensor, max_rows: int = 4096, seed: int = 0) -> float:
@@ -478,13 +510,7 @@ def ve_sigma_max(prior: GaussianMixturePrior, x: torch.Tensor, max_rows: int = 4
     pairwise distance of the data). Components with more than max_rows points use a seeded subsample."""
     x = prior._prepare(x)
     labels = prior.assign(x)
-    y = x - prior.means.to(x.dtype)[labels]
-    factor = prior.cov_factor
-    if prior.covariance_type in ("spherical", "diag"):
-        f = factor.to(x.dtype)[labels]
-        y = y / (f[:, None] if f.dim() == 1 else f)
-    elif prior.covariance_type == "full":
-        y = torch.linalg.solve_triangular(factor.to(x.dtype)[labels], y[..., None], upper=False)[..., 0]
+    y = whiten(prior.cov_factor, prior.covariance_type, labels, x - prior.means.to(x.dtype)[labels])
     g = torch.Generator().manual_seed(seed)
     best = 0.0
     for k in range(prior.n_components):
@@ -510,15 +536,16 @@ class MixSGM(_MixtureDiffusion):
         sde: "vp" or "ve", or a VPSDE / VESDE.
         beta_min, beta_max (VP), sigma_min, sigma_max (VE; see `ve_sigma_max`), eps_t: the SDE's parameters
             when sde is a name (eps_t default: 1e-3 for VP, 1e-5 for VE).
-        component_input, centre_input, sample_shape, and the conditioning keywords (conditioner,
-            cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind): as MixDDPM.
+        component_input, centre_input, sample_shape, prediction_type ("v_prediction" needs VP), and the
+            conditioning keywords (conditioner, cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind):
+            as MixDDPM.
     """
 
     def __init__(self, score_net: nn.Module, prior: GaussianMixturePrior, sde="vp", beta_min: float = 0.1,
                  beta_max: float = 20.0, sigma_min: float = 0.01, sigma_max: float = 50.0, eps_t: float | None = None,
                  component_input: str = "embedding", centre_input: bool = True,
-                 sample_shape: Sequence[int] | None = None, **conditioning):
-        super().__init__(score_net, prior, component_input, centre_input, sample_shape, **conditioning)
+                 sample_shape: Sequence[int] | None = None, prediction_type: str = "epsilon", **conditioning):
+        super().__init__(score_net, prior, component_input, centre_input, sample_shape, prediction_type, **conditioning)
         if sde == "vp":
             sde = VPSDE(beta_min, beta_max, 1e-3 if eps_t is None else eps_t)
         elif sde == "ve":
@@ -549,43 +576,26 @@ class MixSGM(_MixtureDiffusion):
         return x, labels
 
     def plan(self, steps: int = 1000, sampler: str = "euler_maruyama", snr: float = 0.16,
-             corrector_steps: int = 1) -> list[_Step]:
-        """Steps on the grid from t = 1 to eps_t: "euler_maruyama" (reverse SDE), "ode" (probability
-        flow, Euler) or "pc" (corrector_steps Langevin steps at t_i, then the Euler-Maruyama predictor).
-        The last predictor step adds no noise. Step ids: predictor i -> i, corrector c at i ->
-        (c + 1) steps + i, so every update has its own noise stream."""
-        _check_choice(sampler, SGM_SAMPLERS, "sampler")
-        steps = _check_int(steps, "steps", 1)
-        corrector_steps = _check_int(corrector_steps, "corrector_steps", 0)
-        grid = self.sde.time_grid(steps).tolist()
-        plan = []
-        for i in range(steps):
-            t, dt = grid[i], grid[i] - grid[i + 1]
-            if sampler == "pc":
-                for c in range(corrector_steps):
-                    plan.append(_Step(t, self.sde.langevin_coefficients(t, snr=snr), (c + 1) * steps + i))
-            if sampler == "ode":
-                coefs = self.sde.probability_flow_coefficients(t, dt)
-            else:
-                coefs = self.sde.euler_maruyama_coefficients(t, dt)
-                if i == steps - 1:
-                    coefs = coefs._replace(coef_noise=0.0)
-            plan.append(_Step(t, coefs, i))
-        return plan
+             corrector_steps: int = 1, order: int = 2) -> list[PlanStep]:
+        """The steps of a sampler (VPSDE.plan / VESDE.plan with the model's prediction_type)."""
+        return self.sde.plan(steps, sampler, snr=snr, corrector_steps=corrector_steps, order=order,
+                             prediction_type=self.prediction_type)
 
     def sample(self, n: int, steps: int = 1000, sampler: str = "euler_maruyama", snr: float = 0.16,
-               corrector_steps: int = 1, return_trajectory: bool = False, return_labels: bool = False, **options):
+               corrector_steps: int = 1, order: int = 2, return_trajectory: bool = False, return_labels: bool = False,
+               **options):
         """n samples by `steps` steps of the reverse SDE (Euler-Maruyama), predictor-corrector ("pc",
-        Langevin corrector with signal-to-noise ratio snr) or the probability-flow ODE ("ode").
-        return_*, and the options (seed, batch_size, clip, cond, conditions, guidance_scale, progress,
-        compile): as MixDDPM.sample."""
-        plan = self.plan(steps, sampler, snr, corrector_steps)
+        Langevin corrector with signal-to-noise ratio snr), the probability-flow ODE ("ode"), or, for the VP
+        SDE, multistep DPM-Solver++ ("dpmsolver++", "sde-dpmsolver++", `order` 2 or 3).
+        return_*, and the options (seed, batch_size, clip, clip_margin, cond, conditions, guidance_scale,
+        progress, compile): as MixDDPM.sample."""
+        plan = self.plan(steps, sampler, snr, corrector_steps, order)
         return self._sample(n, plan, _sampling_options(**options), f"{sampler} sampling", return_labels,
                             return_trajectory)
 
     def reverse_effort(self, n: int, steps: int = 1000, sampler: str = "euler_maruyama", snr: float = 0.16,
-                       corrector_steps: int = 1, progress: bool = False, **options) -> float:
+                       corrector_steps: int = 1, order: int = 2, progress: bool = False, **options) -> float:
         """The empirical reverse effort: mean ||x_T - x_0||^2 over n sampled trajectories (options as
         for MixDDPM.sample)."""
-        return self._effort(n, self.plan(steps, sampler, snr, corrector_steps),
+        return self._effort(n, self.plan(steps, sampler, snr, corrector_steps, order),
                             _sampling_options(progress=progress, **options))

@@ -78,6 +78,7 @@ def default_config(model: str, sample_shape: Sequence[int], **overrides) -> dict
         "centre_input": mixture,
         "schedule": "linear",
         "timesteps": 1000,
+        "prediction_type": "epsilon",
         "sde": "vp",
         "sigma_max": None,
         "net": "unet" if image else "mlp",
@@ -110,7 +111,7 @@ def build_model(config: dict[str, Any], prior: GaussianMixturePrior) -> MixDDPM 
     else:
         raise ValueError(f"net must be 'mlp' or 'unet', got {config['net']!r}")
     common = dict(component_input=config["component_input"], centre_input=config["centre_input"],
-                  sample_shape=shape)
+                  sample_shape=shape, prediction_type=config.get("prediction_type", "epsilon"))
     prior = prior.to(dtype=torch.float32)
     if continuous:
         sde_kw = {} if config["sigma_max"] is None else {"sigma_max": config["sigma_max"]}

@@ -17,17 +17,21 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import ops
+from . import ops, sampling
 from ._checks import check_real
 from ._random import check_offset, check_seed, is_int, resolve_seed
 from .prior import GaussianMixturePrior
-from .schedules import DiscreteSchedule, VARIANCE_TYPES, cosine_betas
+from .schedules import (SOLVER_TYPES, VARIANCE_TYPES, DiscreteSchedule, PlanStep, check_prediction_type,
+                        cosine_betas, dpmsolver_plan, linear_betas, scaled_linear_betas, solver_timesteps,
+                        spaced_timesteps)
 
 __all__ = ["MixtureNoiseScheduler", "MixtureSchedulerOutput"]
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+# diffusers' default spacing of each sampler's scheduler (DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler)
+DEFAULT_SPACING = {"ddpm": "leading", "ddim": "leading", "dpmsolver++": "linspace", "sde-dpmsolver++": "linspace"}
 
 
 class MixtureSchedulerOutput(NamedTuple):
@@ -93,7 +97,7 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 # the scheduler
 # --------------------------------------------------------------------------------------------------
 class MixtureNoiseScheduler:
-    """DDPM / DDIM scheduler whose prior is a Gaussian mixture, with diffusers' interface.
+    """DDPM / DDIM / DPM-Solver++ scheduler whose prior is a Gaussian mixture, with diffusers' interface.
 
     Args:
         prior: a GaussianMixturePrior, or None for the standard prior N(0, I) (K = 1, mean 0, identity),
@@ -103,17 +107,30 @@ class MixtureNoiseScheduler:
             "cosine"), beta_start, beta_end, trained_betas: the training schedule, as diffusers
             builds it (float32 betas, float32 cumulative product).
         variance_type: "fixed_small" (posterior variance) or "fixed_large" (beta_t); sampler="ddpm".
-        clip_sample, clip_sample_range: clip x0_hat to [-range, range] in x space (both samplers).
-        sampler: "ddpm" (ancestral, diffusers' DDPMScheduler) or "ddim" (diffusers' DDIMScheduler).
+        clip_sample: "auto" (default) clips x0_hat to each row's component box: `support` when given, else
+            the boxes learned from the rows passed to `add_noise_with_labels` (unclipped, with one warning,
+            while there are none); True clips to [-clip_sample_range, clip_sample_range] (diffusers); False
+            never clips. All samplers.
+        support: (lo, hi) bounds broadcastable to [K, D] for clip_sample="auto" (e.g. a trained model's
+            support_lo / support_hi).
+        sampler: "ddpm" (ancestral, diffusers' DDPMScheduler), "ddim" (DDIMScheduler), "dpmsolver++" or
+            "sde-dpmsolver++" (DPMSolverMultistepScheduler with that algorithm_type).
+        prediction_type: "epsilon", "sample" or "v_prediction" (diffusers' meanings, in y = x - mu_j).
         eta: DDIM's noise level (0 = deterministic); `step(eta=...)` overrides it.
-        timestep_spacing ("leading", "trailing", "linspace"), steps_offset: diffusers' spacing rules.
+        solver_order (1-3), solver_type ("midpoint", "heun"), lower_order_final: DPM-Solver++'s options, as
+            diffusers' (its final step goes to zero noise, final_sigmas_type="zero").
+        timestep_spacing ("leading", "trailing", "linspace"; None: diffusers' default of the sampler's
+            scheduler, "linspace" for DPM-Solver++, else "leading"), steps_offset: diffusers' spacing rules.
         set_alpha_to_one: DDIM's abar for the step past t = 0 (1, or abar_0 when False).
 
-    Only epsilon prediction is supported (the network predicts the standard-normal eps of
-    x_t = mu_j + sqrt(abar_t) (x0 - mu_j) + sqrt(1 - abar_t) A_j eps).
+    The network predicts, for x_t = mu_j + sqrt(abar_t) (x0 - mu_j) + sqrt(1 - abar_t) A_j eps, the
+    standard-normal eps, y0 = x0 - mu_j or v (schedules.prediction_coefficients).
     """
 
-    order = 1
+    @property
+    def order(self) -> int:
+        """diffusers' `order` (network calls per step): 1 for every sampler here."""
+        return 1
 
     def __init__(
         self,
@@ -124,13 +141,18 @@ class MixtureNoiseScheduler:
         beta_end: float = 0.02,
         trained_betas=None,
         variance_type: str = "fixed_small",
-        clip_sample: bool = False,
+        clip_sample: bool | str = "auto",
         clip_sample_range: float = 1.0,
         sampler: str = "ddpm",
         eta: float = 0.0,
-        timestep_spacing: str = "leading",
+        timestep_spacing: str | None = None,
         steps_offset: int = 0,
         set_alpha_to_one: bool = True,
+        prediction_type: str = "epsilon",
+        solver_order: int = 2,
+        solver_type: str = "midpoint",
+        lower_order_final: bool = True,
+        support=None,
     ):
         if prior is not None and not isinstance(prior, GaussianMixturePrior):
             raise TypeError(f"prior must be a GaussianMixturePrior or None, got {type(prior).__name__}")
@@ -141,9 +163,18 @@ class MixtureNoiseScheduler:
             raise ValueError(f"num_train_timesteps must lie in [1, 2**28), got {T}")
         _check_choice(variance_type, VARIANCE_TYPES, "variance_type")
         _check_choice(sampler, SAMPLERS, "sampler")
+        timestep_spacing = DEFAULT_SPACING[sampler] if timestep_spacing is None else timestep_spacing
         _check_choice(timestep_spacing, TIMESTEP_SPACINGS, "timestep_spacing")
-        clip_sample = _check_bool(clip_sample, "clip_sample")
+        if clip_sample != "auto":
+            clip_sample = _check_bool(clip_sample, "clip_sample")
         set_alpha_to_one = _check_bool(set_alpha_to_one, "set_alpha_to_one")
+        check_prediction_type(prediction_type)
+        if not is_int(solver_order) or not 1 <= int(solver_order) <= 3:
+            raise ValueError(f"solver_order must be 1, 2 or 3, got {solver_order!r}")
+        _check_choice(solver_type, SOLVER_TYPES, "solver_type")
+        lower_order_final = _check_bool(lower_order_final, "lower_order_final")
+        if support is not None and (not isinstance(support, (tuple, list)) or len(support) != 2):
+            raise TypeError(f"support must be a (lo, hi) pair of tensors, got {type(support).__name__}")
         clip_sample_range = check_real(clip_sample_range, "clip_sample_range")
         if clip_sample_range <= 0:
             raise ValueError(f"clip_sample_range must be > 0, got {clip_sample_range}")
@@ -165,11 +196,9 @@ class MixtureNoiseScheduler:
         else:
             _check_choice(beta_schedule, BETA_SCHEDULES, "beta_schedule")
             if beta_schedule == "linear":
-                betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
+                betas = linear_betas(T, beta_start, beta_end, dtype=torch.float32)
             elif beta_schedule == "scaled_linear":
-                if beta_start < 0 or beta_end < 0:
-                    raise ValueError(f"beta_start and beta_end must be >= 0, got {beta_start}, {beta_end}")
-                betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
+                betas = scaled_linear_betas(T, beta_start, beta_end, dtype=torch.float32)
             else:
                 betas = cosine_betas(T).to(torch.float32)
         if not bool(torch.isfinite(betas).all()) or bool((betas <= 0).any()) or bool((betas >= 1).any()):
@@ -187,8 +216,14 @@ class MixtureNoiseScheduler:
             trained_betas=None if trained_betas is None else betas.tolist(), variance_type=variance_type,
             clip_sample=clip_sample, clip_sample_range=clip_sample_range, sampler=sampler, eta=eta,
             timestep_spacing=timestep_spacing, steps_offset=int(steps_offset), set_alpha_to_one=set_alpha_to_one,
-            prediction_type="epsilon",
+            prediction_type=prediction_type, solver_order=int(solver_order), solver_type=solver_type,
+            lower_order_final=lower_order_final,
         )
+        self._support_given = support
+        self._support: tuple[torch.Tensor, torch.Tensor] | None = None  # [K, D] boxes, made on first use
+        self._plan: list[PlanStep] | None = None  # DPM-Solver++: the steps set by set_timesteps
+        self._step_index: int | None = None
+        self._x0_history: list[torch.Tensor] = []
         self.variance_type = variance_type
         self.init_noise_sigma = 1.0
         self.num_inference_steps: int | None = None
@@ -214,18 +249,29 @@ class MixtureNoiseScheduler:
         if not 1 <= n <= T:
             raise ValueError(f"num_inference_steps must lie in [1, num_train_timesteps={T}], got {n}")
         spacing = self.config.timestep_spacing
-        if spacing == "linspace":
-            ts = np.linspace(0, T - 1, n).round()[::-1].copy().astype(np.int64)
-        elif spacing == "leading":
-            ts = (np.arange(0, n) * (T // n)).round()[::-1].copy().astype(np.int64)
-            ts += self.config.steps_offset
+        if self._is_solver:
+            ts = solver_timesteps(T, n, spacing, self.config.steps_offset)
+            self._plan = self._solver_plan(ts)
         else:
-            ts = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
-        if ts.max() >= T:
-            raise ValueError(f"steps_offset={self.config.steps_offset} puts timestep {int(ts.max())} past "
-                             f"num_train_timesteps={T}")
+            ts = spaced_timesteps(T, n, spacing, self.config.steps_offset)
+        self._step_index, self._x0_history = None, []
         self.num_inference_steps = n
-        self.timesteps = torch.from_numpy(ts).to(device)
+        self.timesteps = torch.tensor(ts, dtype=torch.int64, device=device)
+
+    @property
+    def _is_solver(self) -> bool:
+        return self.config.sampler.endswith("dpmsolver++")
+
+    def _solver_plan(self, ts: list[int]) -> list[PlanStep]:
+        """DPM-Solver++ over timesteps ts with diffusers' grid: sigma_t = sqrt((1 - abar_t) / abar_t) from the
+        float32 abar in float32, alpha = 1 / sqrt(sigma^2 + 1), sigma_t alpha, and zero noise at the end."""
+        abar = self.alphas_cumprod
+        sigma = (((1 - abar) / abar) ** 0.5)[torch.tensor(ts)].double()
+        alphas = (1.0 / (sigma**2 + 1) ** 0.5).tolist() + [1.0]
+        sigmas = (sigma / (sigma**2 + 1) ** 0.5).tolist() + [0.0]
+        c = self.config
+        return dpmsolver_plan([float(t) for t in ts], ts, alphas, sigmas, c.solver_order,
+                              c.sampler.startswith("sde"), c.solver_type, c.lower_order_final, c.prediction_type)
 
     def _check_timestep(self, timestep) -> int:
         if isinstance(timestep, torch.Tensor):
@@ -244,9 +290,12 @@ class MixtureNoiseScheduler:
     def previous_timestep(self, timestep) -> int:
         """The timestep the step from `timestep` goes to (< 0: past the data end), as diffusers does:
         "ddpm": the next entry of `timesteps` after set_timesteps (-1 after the last one);
-        "ddim": timestep - num_train_timesteps // num_inference_steps; before set_timesteps, t - 1."""
+        "ddim": timestep - num_train_timesteps // num_inference_steps; before set_timesteps, t - 1.
+        DPM-Solver++ as "ddpm" (its last step goes to zero noise)."""
         t = self._check_timestep(timestep)
         if self.num_inference_steps is None:
+            if self._is_solver:
+                raise ValueError(f"sampler={self.config.sampler!r} needs set_timesteps before stepping")
             return t - 1
         if self.config.sampler == "ddim":
             return t - self.config.num_train_timesteps // self.num_inference_steps
@@ -379,6 +428,8 @@ class MixtureNoiseScheduler:
         signal, noise_scale = self.schedule.forward_coefficients(t)
         x_t, eps_out, labels_out = ops.q_sample(flat, signal, noise_scale, means, factor, prior.covariance_type,
                                                 seed=s, offset=offset, labels=labels, noise=eps)
+        if self.config.clip_sample == "auto" and self._support_given is None:
+            sampling.update_support(*self._support_boxes(prior.n_components, dim, x0.device), flat, labels_out)
         return ops.ForwardSample(x_t.reshape(x0.shape).to(x0.dtype), eps_out.reshape(x0.shape).to(x0.dtype),
                                  labels_out)
 
@@ -391,21 +442,69 @@ class MixtureNoiseScheduler:
                                           offset=offset, generator=generator).x_t
 
     # -- reverse process ---------------------------------------------------------------------------
+    def _support_boxes(self, k: int, dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The [K, D] boxes of clip_sample="auto": `support` as given, or the learned ones (empty at first)."""
+        if self._support is None or self._support[0].shape != (k, dim):
+            if self._support_given is not None:
+                lo, hi = (torch.as_tensor(b, dtype=torch.float64).expand(k, dim).clone() for b in self._support_given)
+                if bool(torch.isnan(lo).any() | torch.isnan(hi).any()) or bool((lo > hi).any()):
+                    raise ValueError("support must hold lo <= hi without NaN")
+            else:
+                lo = torch.full((k, dim), float("inf"), dtype=torch.float64)
+                hi = torch.full((k, dim), float("-inf"), dtype=torch.float64)
+            self._support = (lo, hi)
+        lo, hi = self._support
+        if lo.device != torch.device(device):
+            self._support = lo, hi = lo.to(device), hi.to(device)
+        return lo, hi
+
+    def _clip(self, k: int, dim: int, device):
+        clip = self.config.clip_sample
+        if clip == "auto":
+            lo, hi = self._support_boxes(k, dim, device)
+            return sampling.resolve_clip("auto", 0.0, lo, hi, self)
+        if clip:
+            return (-self.config.clip_sample_range, self.config.clip_sample_range)
+        return None
+
     def step_coefficients(self, timestep, eta: float | None = None,
                           use_clipped_model_output: bool = False) -> ops.StepCoefficients:
-        """The StepCoefficients `step` applies at `timestep` (to previous_timestep(timestep))."""
+        """The StepCoefficients `step` applies at `timestep` (to previous_timestep(timestep)); DPM-Solver++:
+        those of the next step of the solver's plan."""
+        return self._plan_step(timestep, eta, use_clipped_model_output)[0].coefficients
+
+    def _plan_step(self, timestep, eta, use_clipped_model_output) -> tuple[PlanStep, int | None]:
+        """(PlanStep, index in the solver's plan or None) of a step at `timestep`."""
         t = self._check_timestep(timestep)
-        prev_t = self.previous_timestep(t)
         use_clipped_model_output = _check_bool(use_clipped_model_output, "use_clipped_model_output")
-        if self.config.sampler == "ddpm":
+        c = self.config
+        if self._is_solver or c.sampler == "ddpm":
             if eta not in (None, 0, 0.0) or use_clipped_model_output:
                 raise ValueError("eta and use_clipped_model_output apply only to sampler='ddim'")
-            return self.schedule.ancestral_coefficients(t, prev_t, self.config.variance_type)
-        eta = self.config.eta if eta is None else check_real(eta, "eta")
-        if eta < 0:
-            raise ValueError(f"eta must be >= 0, got {eta}")
-        return self.schedule.ddim_coefficients(t, prev_t, eta, use_clipped_model_output,
-                                               float(self.final_alpha_cumprod))
+        if self._is_solver:
+            if self._plan is None:
+                raise ValueError(f"sampler={c.sampler!r} needs set_timesteps before stepping")
+            if self._step_index is None:  # diffusers: the first step's index from its timestep
+                hits = (self.timesteps.cpu() == t).nonzero(as_tuple=True)[0]
+                self._step_index = int(hits[0]) if hits.numel() else len(self._plan) - 1
+            i = self._step_index
+            if i >= len(self._plan):
+                raise ValueError("the solver's plan is finished: call set_timesteps to start a new trajectory")
+            if int(self._plan[i].step_id) != t:
+                raise ValueError(f"DPM-Solver++ steps through its timesteps in order: expected timestep "
+                                 f"{self._plan[i].step_id}, got {t}")
+            return self._plan[i], i
+        prev_t = self.previous_timestep(t)
+        if c.sampler == "ddpm":
+            coefs = self.schedule.ancestral_coefficients(t, prev_t, c.variance_type, c.prediction_type)
+        else:
+            eta = c.eta if eta is None else check_real(eta, "eta")
+            if eta < 0:
+                raise ValueError(f"eta must be >= 0, got {eta}")
+            coefs = self.schedule.ddim_coefficients(t, prev_t, eta, use_clipped_model_output,
+                                                    float(self.final_alpha_cumprod), c.prediction_type)
+        abar = float(self.alphas_cumprod[t])
+        return PlanStep(float(t), coefs, t, abar**0.5, (1.0 - abar) ** 0.5), None
 
     def step(
         self,
@@ -423,23 +522,24 @@ class MixtureNoiseScheduler:
         use_clipped_model_output: bool = False,
         variance_noise: torch.Tensor | None = None,
     ):
-        """One reverse step from `timestep` to previous_timestep(timestep), fused in ops.reverse_step.
+        """One reverse step from `timestep` to previous_timestep(timestep), fused in ops.reverse_step
+        (sampling.apply_step, the models' step).
 
-        model_output: eps_hat, sample's shape. labels: the component of each row ([B] integers); None
-        only for a one-component prior. Noise z (drawn only when the step adds noise): `noise`
-        (alias `variance_noise`, diffusers' DDIM name) if given; else row offset + i of the
-        counter-based stream (seed, step=timestep), with seed=None drawing a fresh seed from
-        `generator` (torch's default generator when None). Pass a fixed seed and each batch's row
-        offset to make chunked sampling equal one large batch. eta / use_clipped_model_output: DDIM
-        only (diffusers' step arguments). Returns MixtureSchedulerOutput(prev_sample,
-        pred_original_sample), a plain tuple when return_dict=False.
+        model_output: the network output (prediction_type), sample's shape. labels: the component of each
+        row ([B] integers); None only for a one-component prior. Noise z (drawn only when the step adds
+        noise): `noise` (alias `variance_noise`, diffusers' DDIM name) if given; else row offset + i of the
+        counter-based stream (seed, step=timestep), with seed=None drawing a fresh seed from `generator`
+        (torch's default generator when None). Pass a fixed seed and each batch's row offset to make
+        chunked sampling equal one large batch. eta / use_clipped_model_output: DDIM only (diffusers' step
+        arguments). DPM-Solver++ keeps the previous x0_hat of its trajectory, as diffusers' scheduler keeps
+        its model outputs: one scheduler per trajectory batch, set_timesteps to start again. Returns
+        MixtureSchedulerOutput(prev_sample, pred_original_sample), a plain tuple when return_dict=False.
         """
         x_in = _check_sample(sample, "sample")
-        eps_in = _same_layout(model_output, x_in, "model_output")
-        x, eps_hat = _flat(x_in), _flat(eps_in)
+        out_in = _same_layout(model_output, x_in, "model_output")
+        x, out = _flat(x_in), _flat(out_in)
         n, dim = x.shape
-        t = self._check_timestep(timestep)
-        coefs = self.step_coefficients(t, eta, use_clipped_model_output)
+        plan_step, index = self._plan_step(timestep, eta, use_clipped_model_output)
         prior, means, factor = self._prior(dim, x.device)
         labels = self._labels(labels, n, prior.n_components, x.device, required=True)
         offset = check_offset("offset", offset)
@@ -452,15 +552,21 @@ class MixtureNoiseScheduler:
             if seed is not None or generator is not None:
                 raise ValueError("pass noise, or seed / generator to draw it, not both")
             z = _flat(_same_layout(noise, x_in, "noise"))
-        elif coefs.coef_noise != 0.0:
+        elif plan_step.coefficients.coef_noise != 0.0:
             s = resolve_seed(seed, generator)
         elif seed is not None:
             check_seed(seed)
-        clip = None
-        if self.config.clip_sample:
-            clip = (-self.config.clip_sample_range, self.config.clip_sample_range)
-        prev, x0 = ops.reverse_step(x, eps_hat, labels, means, factor, prior.covariance_type, coefs, seed=s, step=t,
-                                    offset=offset, clip=clip, noise=z, return_x0=True)
+        history = self._x0_history if index is not None else []
+        if history and history[0].shape != x.shape:
+            raise ValueError(f"sample has shape {tuple(x_in.shape)} but the trajectory's earlier steps had "
+                             f"{tuple(history[0].shape)} rows x features: call set_timesteps to start a new one")
+        prev, x0 = sampling.apply_step(x, out, labels, means, factor, prior.covariance_type, plan_step, seed=s,
+                                       offset=offset, prediction_type=self.config.prediction_type,
+                                       clip=self._clip(prior.n_components, dim, x.device), x0_history=history,
+                                       noise=z, return_x0=True)
+        if index is not None:
+            self._x0_history = [x0] + history[:1]
+            self._step_index = index + 1
         prev = prev.reshape(x_in.shape).to(x_in.dtype)
         x0 = x0.reshape(x_in.shape).to(x_in.dtype)
         if not _check_bool(return_dict, "return_dict"):

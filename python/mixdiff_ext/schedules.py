@@ -18,12 +18,16 @@ computed in float64. docs/method.md ("Schedules and samplers") lists each sample
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
 import torch
 
 from .ops import StepCoefficients
 
 __all__ = [
     "DiscreteSchedule",
+    "PlanStep",
     "VESDE",
     "VPSDE",
     "cosine_betas",
@@ -32,20 +36,23 @@ __all__ = [
 ]
 
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
+DDPM_SAMPLERS = ("ancestral", "ddim", "dpmsolver++", "sde-dpmsolver++")
+SGM_SAMPLERS = ("euler_maruyama", "pc", "ode", "dpmsolver++", "sde-dpmsolver++")
+DEFAULT_SOLVER_STEPS = 20  # steps=None for the DPM-Solver++ samplers (bench/bench_quality.py)
 _BETA_TILDE_MIN = 1e-20  # the posterior variance is clamped here (as diffusers' DDPMScheduler does)
 
 
 # --------------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------------
-def _positive_int(value, name: str) -> int:
+def _positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) and not (
         isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point()
     ):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
@@ -90,20 +97,23 @@ def _timestep(value, name: str) -> int:
 # --------------------------------------------------------------------------------------------------
 # discrete beta schedules (float64)
 # --------------------------------------------------------------------------------------------------
-def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """[T] betas evenly spaced from beta_start to beta_end (diffusers' "linear"), float64."""
+def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """[T] betas evenly spaced from beta_start to beta_end (diffusers' "linear"), computed in `dtype`
+    (diffusers' schedulers use float32)."""
     T = _positive_int(T, "T")
     beta_start, beta_end = _finite_float(beta_start, "beta_start"), _finite_float(beta_end, "beta_end")
-    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+    return torch.linspace(beta_start, beta_end, T, dtype=dtype)
 
 
-def scaled_linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """[T] betas whose square roots are evenly spaced (diffusers' "scaled_linear"), float64."""
+def scaled_linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                        dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """[T] betas whose square roots are evenly spaced (diffusers' "scaled_linear"), computed in `dtype`."""
     T = _positive_int(T, "T")
     beta_start, beta_end = _finite_float(beta_start, "beta_start"), _finite_float(beta_end, "beta_end")
     if beta_start < 0 or beta_end < 0:
         raise ValueError(f"beta_start and beta_end must be >= 0, got {beta_start}, {beta_end}")
-    return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+    return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=dtype) ** 2
 
 
 def cosine_betas(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
@@ -129,6 +139,193 @@ _NAMED = {
     "cosine": cosine_betas,
     "squaredcos_cap_v2": cosine_betas,
 }
+
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+SPACINGS = ("leading", "trailing", "linspace")
+SOLVER_TYPES = ("midpoint", "heun")
+
+
+def check_prediction_type(prediction_type) -> str:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    return prediction_type
+
+
+def prediction_coefficients(signal: float, noise_scale: float, prediction_type: str = "epsilon") -> dict:
+    """How y0_hat and A eps_hat follow from y = x - mu_j and the network output at a time with marginal
+    y = signal y0 + noise_scale A eps (diffusers' prediction types, in centred coordinates):
+
+        "epsilon":      out = eps,                 y0 = (y - s A out) / m,   A eps = A out
+        "sample":       out = y0 = x0 - mu_j,      y0 = out,                 A eps = (y - m out) / s
+        "v_prediction": out = m eps - s A^-1 y0,   y0 = m y - s A out,       A eps = s y + m A out
+
+    (v needs m^2 + s^2 = 1: DDPM and the VP SDE.) Returns StepCoefficients' x0_from_x, x0_from_out,
+    eps_from_x, eps_from_out as a dict."""
+    m, s = float(signal), float(noise_scale)
+    check_prediction_type(prediction_type)
+    if prediction_type == "epsilon":
+        return dict(x0_from_x=1.0 / m, x0_from_out=-s / m, eps_from_x=0.0, eps_from_out=1.0)
+    if prediction_type == "sample":
+        if s == 0.0:
+            raise ValueError("prediction_type='sample' needs a noise scale > 0 at every network call")
+        return dict(x0_from_x=0.0, x0_from_out=1.0, eps_from_x=1.0 / s, eps_from_out=-m / s)
+    if abs(m * m + s * s - 1.0) > 1e-6:
+        raise ValueError("prediction_type='v_prediction' needs a variance-preserving process (signal^2 + "
+                         f"noise_scale^2 = 1), got {m}^2 + {s}^2")
+    return dict(x0_from_x=m, x0_from_out=-s, eps_from_x=s, eps_from_out=m)
+
+
+def step_coefficients(signal: float, noise_scale: float, prediction_type: str, coef_x: float, coef_x0: float,
+                      coef_eps: float, coef_noise: float, coef_x0_prev: float = 0.0,
+                      coef_x0_prev2: float = 0.0) -> StepCoefficients:
+    """StepCoefficients of an update y' = coef_x y + coef_x0 y0_hat + coef_eps A eps_hat + coef_noise A z
+    (+ the multistep terms) at a time with marginal (signal, noise_scale)."""
+    p = prediction_coefficients(signal, noise_scale, prediction_type)
+    return StepCoefficients(p["x0_from_x"], p["x0_from_out"], coef_x, coef_x0, coef_eps, coef_noise,
+                            p["eps_from_x"], p["eps_from_out"], coef_x0_prev, coef_x0_prev2)
+
+
+class PlanStep(NamedTuple):
+    """One network evaluation and fused update of a sampler's plan.
+
+    net_time: the network's time input; coefficients: the update (ops.StepCoefficients); step_id: addresses
+    the step's noise stream; signal, noise_scale: the marginal at net_time (y = signal y0 + noise_scale A eps),
+    which re-derives A eps_hat from a clipped y0_hat (`clipped_direction`)."""
+
+    net_time: float
+    coefficients: StepCoefficients
+    step_id: int
+    signal: float
+    noise_scale: float
+
+
+def clipped_direction(step: PlanStep) -> PlanStep:
+    """The same step with A eps_hat re-derived from the (clipped) y0_hat, A eps = (y - m y0_hat) / s, so that a
+    clipped x0_hat also steers samplers whose update uses eps_hat (DDIM, Euler-Maruyama, probability flow,
+    Langevin); diffusers' use_clipped_model_output. Unchanged when coef_eps = 0 or s = 0."""
+    c, m, s = step.coefficients, step.signal, step.noise_scale
+    if c.coef_eps == 0.0 or s == 0.0:
+        return step
+    return step._replace(coefficients=c._replace(coef_x=c.coef_x + c.coef_eps / s,
+                                                 coef_x0=c.coef_x0 - c.coef_eps * m / s, coef_eps=0.0))
+
+
+def dpmsolver_orders(steps: int, order: int, lower_order_final: bool = True) -> list[int]:
+    """The order DPM-Solver++ uses at each of `steps` steps, as diffusers' DPMSolverMultistepScheduler
+    chooses it: warm-up (step i uses at most order i + 1), first order on the last step (which goes to
+    zero noise), second order on the one before when lower_order_final and steps < 15."""
+    order = _positive_int(order, "order")
+    if order > 3:
+        raise ValueError(f"order must be 1, 2 or 3, got {order}")
+    orders = []
+    for i in range(steps):
+        lower_second = lower_order_final and steps < 15 and i == steps - 2
+        if order == 1 or i < 1 or i == steps - 1:
+            orders.append(1)
+        elif order == 2 or i < 2 or lower_second:
+            orders.append(2)
+        else:
+            orders.append(3)
+    return orders
+
+
+def dpmsolver_update(alphas: Sequence[float], sigmas: Sequence[float], i: int, order: int, sde: bool = False,
+                     solver_type: str = "midpoint") -> tuple[float, float, float, float, float]:
+    """DPM-Solver++ (Lu et al. 2022; data prediction, multistep) from grid point i to i + 1, as linear
+    coefficients (coef_x, coef_x0, coef_x0_prev, coef_x0_prev2, coef_noise) on y, y0_hat_i, y0_hat_{i-1},
+    y0_hat_{i-2} and A z. alphas / sigmas: the marginal y = alpha y0 + sigma A eps at the grid points;
+    sigma = 0 at the end gives y' = alpha y0_hat. sde: the SDE variant ("sde-dpmsolver++"). Expanded from
+    diffusers' first / second / third order updates (D0, D1, D2 written out in the model outputs)."""
+    if solver_type not in SOLVER_TYPES:
+        raise ValueError(f"solver_type must be one of {SOLVER_TYPES}, got {solver_type!r}")
+    a_t, s_t, s_0 = alphas[i + 1], sigmas[i + 1], sigmas[i]
+    if s_t == 0.0:  # lambda_t = inf: every order reduces to the data prediction
+        return 0.0, a_t, 0.0, 0.0, 0.0
+
+    def lam(j: int) -> float:
+        return math.log(alphas[j]) - math.log(sigmas[j])
+
+    h = lam(i + 1) - lam(i)
+    if sde:
+        cx = s_t / s_0 * math.exp(-h)
+        a0 = a_t * -math.expm1(-2.0 * h)
+        cz = s_t * math.sqrt(-math.expm1(-2.0 * h))
+    else:
+        cx = s_t / s_0
+        a0 = a_t * -math.expm1(-h)
+        cz = 0.0
+    if order == 1:
+        return cx, a0, 0.0, 0.0, cz
+    r0 = (lam(i) - lam(i - 1)) / h
+    if order == 2:
+        if solver_type == "midpoint":
+            a1 = 0.5 * a0
+        elif sde:
+            a1 = a_t * (-math.expm1(-2.0 * h) / (-2.0 * h) + 1.0)
+        else:
+            a1 = a_t * (math.expm1(-h) / h + 1.0)
+        # a0 D0 + a1 D1, D0 = m0, D1 = (m0 - m1) / r0
+        return cx, a0 + a1 / r0, -a1 / r0, 0.0, cz
+    r1 = (lam(i - 1) - lam(i - 2)) / h
+    if sde:
+        a1 = a_t * (-math.expm1(-2.0 * h) / (-2.0 * h) + 1.0)
+        a2 = a_t * ((-math.expm1(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2 - 0.5)
+    else:
+        a1 = a_t * (math.expm1(-h) / h + 1.0)
+        a2 = -a_t * ((math.expm1(-h) + h) / h**2 - 0.5)
+    # a0 D0 + a1 D1 + a2 D2 with D1 = D1_0 + r0 / (r0 + r1) u, D2 = u / (r0 + r1), u = D1_0 - D1_1,
+    # D1_0 = (m0 - m1) / r0, D1_1 = (m1 - m2) / r1; b is the coefficient of u
+    b = a1 * r0 / (r0 + r1) + a2 / (r0 + r1)
+    return cx, a0 + (a1 + b) / r0, -(a1 + b) / r0 - b / r1, b / r1, cz
+
+
+def dpmsolver_plan(net_times: Sequence[float], step_ids: Sequence[int], alphas: Sequence[float],
+                   sigmas: Sequence[float], order: int = 2, sde: bool = False, solver_type: str = "midpoint",
+                   lower_order_final: bool = True, prediction_type: str = "epsilon") -> list[PlanStep]:
+    """The PlanSteps of multistep DPM-Solver++ over grid points 0..n (alphas, sigmas: n + 1 values, the network
+    evaluated at points 0..n-1 with times net_times): the process supplies its grid, this is the solver."""
+    n = len(net_times)
+    plan = []
+    for i, o in enumerate(dpmsolver_orders(n, order, lower_order_final)):
+        cx, c0, c1, c2, cz = dpmsolver_update(alphas, sigmas, i, o, sde, solver_type)
+        coefs = step_coefficients(alphas[i], sigmas[i], prediction_type, cx, c0, 0.0, cz, c1, c2)
+        plan.append(PlanStep(float(net_times[i]), coefs, int(step_ids[i]), float(alphas[i]), float(sigmas[i])))
+    return plan
+
+
+def spaced_timesteps(T: int, steps: int, spacing: str = "leading", steps_offset: int = 0) -> list[int]:
+    """`steps` descending timesteps in [0, T) by diffusers' spacing rules (DDPMScheduler / DDIMScheduler):
+    "leading": arange(steps) * (T // steps) reversed, plus steps_offset; "trailing": round(arange(T, 0,
+    -T / steps)) - 1; "linspace": round(linspace(0, T - 1, steps)) reversed."""
+    steps = _positive_int(steps, "steps")
+    if steps > T:
+        raise ValueError(f"steps must be <= the number of training timesteps {T}, got {steps}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    if spacing == "linspace":
+        ts = np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64)
+    elif spacing == "leading":
+        ts = (np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.int64) + steps_offset
+    else:
+        ts = np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1
+    if ts.max() >= T:
+        raise ValueError(f"steps_offset={steps_offset} puts timestep {int(ts.max())} past the {T} training timesteps")
+    return [int(t) for t in ts]
+
+
+def solver_timesteps(T: int, steps: int, spacing: str = "linspace", steps_offset: int = 0) -> list[int]:
+    """The network timesteps of a multistep solver whose last step goes to zero noise (diffusers'
+    DPMSolverMultistepScheduler): steps + 1 points by `spacing_timesteps` with the last (t ~ 0) dropped;
+    "trailing" is already n points ending near T / steps."""
+    if spacing == "trailing":
+        return spaced_timesteps(T, steps, spacing)
+    if _positive_int(steps, "steps") >= T:
+        raise ValueError(f"steps must be < the number of training timesteps {T} for a solver, got {steps}")
+    if spacing == "leading":  # diffusers: step ratio T // (steps + 1), the offset added after dropping
+        ratio = T // (steps + 1)
+        return [i * ratio + steps_offset for i in range(steps, 0, -1)]
+    return spaced_timesteps(T, steps + 1, spacing)[:-1]
 
 
 class DiscreteSchedule:
@@ -232,7 +429,8 @@ class DiscreteSchedule:
         return (self.sqrt_alphas_cumprod[idx].to(t.device), self.sqrt_one_minus_alphas_cumprod[idx].to(t.device))
 
     # -- reverse steps -----------------------------------------------------------------------------
-    def ancestral_coefficients(self, t, prev_t, variance_type: str = "fixed_small") -> StepCoefficients:
+    def ancestral_coefficients(self, t, prev_t, variance_type: str = "fixed_small",
+                               prediction_type: str = "epsilon") -> StepCoefficients:
         """DDPM ancestral step from t to prev_t (prev_t < 0: the last step, abar_prev = 1), x0-form:
 
             y0_hat = (y - sqrt(1 - abar_t) A eps_hat) / sqrt(abar_t)
@@ -241,6 +439,8 @@ class DiscreteSchedule:
             alpha_t = abar_t / abar_prev, beta_t = 1 - alpha_t,
             sigma^2 = max((1 - abar_prev) / (1 - abar_t) beta_t, 1e-20) ("fixed_small") or beta_t
             ("fixed_large"); sigma = 0 on the last step (prev_t < 0).
+
+        prediction_type changes only how y0_hat is formed (`prediction_coefficients`).
         """
         t, prev_t = self._check_pair(t, prev_t)
         if variance_type not in VARIANCE_TYPES:
@@ -256,14 +456,9 @@ class DiscreteSchedule:
             sigma = math.sqrt(max(one_m_prev / one_m_t * beta_t, _BETA_TILDE_MIN))
         else:
             sigma = math.sqrt(beta_t)
-        return StepCoefficients(
-            x0_from_x=1.0 / math.sqrt(abar_t),
-            x0_from_eps=-math.sqrt(one_m_t) / math.sqrt(abar_t),
-            coef_x=math.sqrt(alpha_t) * one_m_prev / one_m_t,
-            coef_x0=math.sqrt(abar_prev) * beta_t / one_m_t,
-            coef_eps=0.0,
-            coef_noise=sigma,
-        )
+        return step_coefficients(math.sqrt(abar_t), math.sqrt(one_m_t), prediction_type,
+                                 coef_x=math.sqrt(alpha_t) * one_m_prev / one_m_t,
+                                 coef_x0=math.sqrt(abar_prev) * beta_t / one_m_t, coef_eps=0.0, coef_noise=sigma)
 
     def ddim_sigma(self, t, prev_t, eta: float = 0.0, final_alpha_cumprod: float = 1.0) -> float:
         """eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)."""
@@ -278,7 +473,7 @@ class DiscreteSchedule:
         return self._abar[t], (self._abar[prev_t] if prev_t >= 0 else final)
 
     def ddim_coefficients(self, t, prev_t, eta: float = 0.0, use_clipped_model_output: bool = False,
-                          final_alpha_cumprod: float = 1.0) -> StepCoefficients:
+                          final_alpha_cumprod: float = 1.0, prediction_type: str = "epsilon") -> StepCoefficients:
         """DDIM step from t to prev_t (prev_t < 0: abar_prev = final_alpha_cumprod):
 
             y0_hat = (y - sqrt(1 - abar_t) A eps_hat) / sqrt(abar_t)
@@ -296,18 +491,54 @@ class DiscreteSchedule:
         abar_t, abar_prev = self._ddim_abars(t, prev_t, final_alpha_cumprod)
         sigma = eta * math.sqrt((1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev))
         direction = math.sqrt(max(1.0 - abar_prev - sigma * sigma, 0.0))
-        x0_from_x = 1.0 / math.sqrt(abar_t)
-        x0_from_eps = -math.sqrt(1.0 - abar_t) / math.sqrt(abar_t)
+        m, s = math.sqrt(abar_t), math.sqrt(1.0 - abar_t)
         if use_clipped_model_output:
-            return StepCoefficients(
-                x0_from_x, x0_from_eps,
-                coef_x=direction / math.sqrt(1.0 - abar_t),
-                coef_x0=math.sqrt(abar_prev) - direction * math.sqrt(abar_t) / math.sqrt(1.0 - abar_t),
-                coef_eps=0.0,
-                coef_noise=sigma,
-            )
-        return StepCoefficients(x0_from_x, x0_from_eps, coef_x=0.0, coef_x0=math.sqrt(abar_prev),
-                                coef_eps=direction, coef_noise=sigma)
+            return step_coefficients(m, s, prediction_type, coef_x=direction / s,
+                                     coef_x0=math.sqrt(abar_prev) - direction * m / s, coef_eps=0.0, coef_noise=sigma)
+        return step_coefficients(m, s, prediction_type, coef_x=0.0, coef_x0=math.sqrt(abar_prev), coef_eps=direction,
+                                 coef_noise=sigma)
+
+    # -- plans -------------------------------------------------------------------------------------
+    def timesteps(self, steps: int | None = None, spacing: str = "leading", steps_offset: int = 0) -> list[int]:
+        """Descending network timesteps of a `steps`-step ancestral / DDIM sampler (`spaced_timesteps`);
+        all T when steps is None."""
+        T = self.num_timesteps
+        return spaced_timesteps(T, T if steps is None else steps, spacing, steps_offset)
+
+    def plan(self, steps: int | None = None, sampler: str = "ancestral", *, eta: float = 0.0,
+             variance_type: str = "fixed_small", spacing: str | None = None, order: int = 2,
+             prediction_type: str = "epsilon") -> list[PlanStep]:
+        """The steps of a sampler, from pure noise to data; the step id (noise stream) is the timestep.
+
+        "ancestral" (DDPM, variance_type) and "ddim" (eta) step from each timestep to the next and from the
+        last to abar = 1; `steps` timesteps by `spacing` (default "leading"), all T when steps is None.
+        "dpmsolver++" / "sde-dpmsolver++": multistep DPM-Solver++ of `order` 1-3 over `solver_timesteps`
+        (default spacing "linspace"), the last step to zero noise, lower-order final steps as diffusers;
+        steps=None: DEFAULT_SOLVER_STEPS (at most T - 1)."""
+        check_prediction_type(prediction_type)
+        if sampler in DDPM_SAMPLERS[:2]:
+            if sampler == "ancestral" and eta != 0.0:
+                raise ValueError("eta applies only to sampler='ddim'")
+            ts = self.timesteps(steps, spacing or "leading")
+            plan = []
+            for t, p in zip(ts, ts[1:] + [-1]):
+                if sampler == "ancestral":
+                    c = self.ancestral_coefficients(t, p, variance_type, prediction_type)
+                else:
+                    c = self.ddim_coefficients(t, p, eta, prediction_type=prediction_type)
+                plan.append(PlanStep(float(t), c, t, math.sqrt(self._abar[t]), math.sqrt(1.0 - self._abar[t])))
+            return plan
+        if sampler not in DDPM_SAMPLERS:
+            raise ValueError(f"sampler must be one of {DDPM_SAMPLERS}, got {sampler!r}")
+        if eta != 0.0:
+            raise ValueError("eta applies only to sampler='ddim'")
+        if steps is None:
+            steps = min(DEFAULT_SOLVER_STEPS, self.num_timesteps - 1)
+        ts = solver_timesteps(self.num_timesteps, steps, spacing or "linspace")
+        alphas = [math.sqrt(self._abar[t]) for t in ts] + [1.0]
+        sigmas = [math.sqrt(1.0 - self._abar[t]) for t in ts] + [0.0]
+        return dpmsolver_plan([float(t) for t in ts], ts, alphas, sigmas, order, sampler.startswith("sde"),
+                              prediction_type=prediction_type)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,29 +587,31 @@ class _SDE:
             raise ValueError(f"dt must lie in (0, t] = (0, {t}], got {dt}")
         return dt
 
-    def _tweedie(self, t: float) -> tuple[float, float]:
-        m, s = self._m_s(t)
-        return 1.0 / m, -s / m
-
     def _sm(self, t: float) -> float:
         return self._m_s(t)[1]
 
-    def euler_maruyama_coefficients(self, t, dt) -> StepCoefficients:
+    def _coefficients(self, t: float, prediction_type: str, coef_x: float, coef_eps: float,
+                      coef_noise: float) -> StepCoefficients:
+        """An update in (y, A eps_hat); y0_hat is Tweedie's estimate for the prediction type."""
+        m, s = self._m_s(t)
+        if prediction_type == "v_prediction" and isinstance(self, VESDE):
+            raise ValueError("prediction_type='v_prediction' needs the VP SDE")
+        return step_coefficients(m, s, prediction_type, coef_x, 0.0, coef_eps, coef_noise)
+
+    def euler_maruyama_coefficients(self, t, dt, prediction_type: str = "epsilon") -> StepCoefficients:
         """One Euler-Maruyama step of the reverse SDE from t to t - dt (see the subclass)."""
         t = self._check_t(t)
         dt = self._check_dt(t, dt)
         cx, ce, var = self._step_terms(t, dt)
-        a0, b0 = self._tweedie(t)
-        return StepCoefficients(a0, b0, cx, 0.0, -ce, math.sqrt(var))
+        return self._coefficients(t, prediction_type, cx, -ce, math.sqrt(var))
 
-    def probability_flow_coefficients(self, t, dt) -> StepCoefficients:
+    def probability_flow_coefficients(self, t, dt, prediction_type: str = "epsilon") -> StepCoefficients:
         """One Euler step of the probability-flow ODE from t to t - dt: the Euler-Maruyama drift with
         half the score term and no noise."""
         t = self._check_t(t)
         dt = self._check_dt(t, dt)
         cx, ce, _ = self._step_terms(t, dt)
-        a0, b0 = self._tweedie(t)
-        return StepCoefficients(a0, b0, cx, 0.0, -0.5 * ce, 0.0)
+        return self._coefficients(t, prediction_type, cx, -0.5 * ce, 0.0)
 
     def langevin_step_size(self, t, snr: float = 0.16, alpha: float = 1.0) -> float:
         """delta = 2 alpha (snr s(t))^2.
@@ -397,7 +630,7 @@ class _SDE:
         return 2.0 * alpha * (snr * self._sm(t)) ** 2
 
     def langevin_coefficients(self, t, step_size: float | None = None, *, snr: float = 0.16,
-                              alpha: float = 1.0) -> StepCoefficients:
+                              alpha: float = 1.0, prediction_type: str = "epsilon") -> StepCoefficients:
         """One Langevin corrector step at fixed t, preconditioned by Sigma_j:
 
             y' = y + delta Sigma_j score + sqrt(2 delta) A z = y - (delta / s(t)) A eps_hat + sqrt(2 delta) A z,
@@ -411,8 +644,45 @@ class _SDE:
             delta = _finite_float(step_size, "step_size")
             if delta <= 0:
                 raise ValueError(f"step_size must be > 0, got {delta}")
-        a0, b0 = self._tweedie(t)
-        return StepCoefficients(a0, b0, 1.0, 0.0, -delta / self._sm(t), math.sqrt(2.0 * delta))
+        return self._coefficients(t, prediction_type, 1.0, -delta / self._sm(t), math.sqrt(2.0 * delta))
+
+    def plan(self, steps: int = 1000, sampler: str = "euler_maruyama", *, snr: float = 0.16,
+             corrector_steps: int = 1, order: int = 2, prediction_type: str = "epsilon") -> list[PlanStep]:
+        """Steps on the grid from t = 1 to eps_t: "euler_maruyama" (reverse SDE), "ode" (probability
+        flow, Euler) or "pc" (corrector_steps Langevin steps at t_i, then the Euler-Maruyama predictor);
+        the last predictor step adds no noise. Step ids: predictor i -> i, corrector c at i ->
+        (c + 1) steps + i, so every update has its own noise stream. "dpmsolver++" / "sde-dpmsolver++"
+        (VP only): multistep DPM-Solver++ of `order` with the network at the first `steps` grid times and
+        the last step to zero noise."""
+        if sampler not in SGM_SAMPLERS:
+            raise ValueError(f"sampler must be one of {SGM_SAMPLERS}, got {sampler!r}")
+        steps = _positive_int(steps, "steps")
+        corrector_steps = _positive_int(corrector_steps, "corrector_steps", 0)
+        check_prediction_type(prediction_type)
+        grid = self.time_grid(steps).tolist()
+        if sampler.endswith("dpmsolver++"):
+            if not isinstance(self, VPSDE):
+                raise ValueError(f"sampler={sampler!r} needs the VP SDE (DPM-Solver++ solves a variance-preserving "
+                                 "process)")
+            ms = [self._m_s(t) for t in grid[:-1]]
+            return dpmsolver_plan(grid[:-1], range(steps), [m for m, _ in ms] + [1.0], [s for _, s in ms] + [0.0],
+                                  order, sampler.startswith("sde"), prediction_type=prediction_type)
+        plan = []
+        for i in range(steps):
+            t, dt = grid[i], grid[i] - grid[i + 1]
+            m, s = self._m_s(t)
+            if sampler == "pc":
+                for c in range(corrector_steps):
+                    coefs = self.langevin_coefficients(t, snr=snr, prediction_type=prediction_type)
+                    plan.append(PlanStep(t, coefs, (c + 1) * steps + i, m, s))
+            if sampler == "ode":
+                coefs = self.probability_flow_coefficients(t, dt, prediction_type)
+            else:
+                coefs = self.euler_maruyama_coefficients(t, dt, prediction_type)
+                if i == steps - 1:
+                    coefs = coefs._replace(coef_noise=0.0)
+            plan.append(PlanStep(t, coefs, i, m, s))
+        return plan
 
 
 class VPSDE(_SDE):
