@@ -40,11 +40,14 @@ void check_bound_values(const at::Tensor& lo, const at::Tensor& hi) {
   if (lo.is_cpu()) {
     AT_DISPATCH_FLOATING_TYPES(lo.scalar_type(), "reverse_step_bounds", [&] {
       const scalar_t *l = lo.data_ptr<scalar_t>(), *h = hi.data_ptr<scalar_t>();
+      int any_nan_lo = 0, any_nan_hi = 0, any_reversed = 0;  // int flags and v != v: the loop vectorises
       for (int64_t i = 0, n = lo.numel(); i < n; ++i) {
-        nan_lo |= std::isnan(l[i]);
-        nan_hi |= std::isnan(h[i]);
-        reversed |= l[i] > h[i];
+        const scalar_t a = l[i], b = h[i];
+        any_nan_lo |= a != a;
+        any_nan_hi |= b != b;
+        any_reversed |= a > b;
       }
+      nan_lo = any_nan_lo, nan_hi = any_nan_hi, reversed = any_reversed;
     });
   } else {
     const at::Tensor flags = at::stack({lo.isnan().any(), hi.isnan().any(), (lo > hi).any()}).cpu();
