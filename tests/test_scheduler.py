@@ -587,8 +587,18 @@ def test_bad_constructor_arguments():
         MixtureNoiseScheduler(eta=-1.0)
     with pytest.raises(ValueError, match="clip_sample_range"):
         MixtureNoiseScheduler(clip_sample_range=0.0)
-    with pytest.raises(TypeError, match="clip_sample"):
+    with pytest.raises(ValueError, match="clip_sample must be 'auto', True or False"):
         MixtureNoiseScheduler(clip_sample="yes")
+    with pytest.raises(TypeError, match="clip_sample"):
+        MixtureNoiseScheduler(clip_sample=1)
+    with pytest.raises(ValueError, match="prediction_type"):
+        MixtureNoiseScheduler(prediction_type="x0")
+    with pytest.raises(ValueError, match="solver_order"):
+        MixtureNoiseScheduler(sampler="dpmsolver++", solver_order=4)
+    with pytest.raises(ValueError, match="solver_type"):
+        MixtureNoiseScheduler(sampler="dpmsolver++", solver_type="bogacki")
+    with pytest.raises(TypeError, match="lower_order_final"):
+        MixtureNoiseScheduler(sampler="dpmsolver++", lower_order_final="yes")
     with pytest.raises(ValueError, match="trained_betas"):
         MixtureNoiseScheduler(num_train_timesteps=10, trained_betas=[0.1] * 9)
     with pytest.raises(ValueError, match="betas"):
@@ -661,3 +671,52 @@ def test_bad_call_arguments():
     d.set_timesteps(10)
     with pytest.raises(ValueError, match="noise or variance_noise"):
         d.step(eps, 900, x, noise=eps, variance_noise=eps, eta=0.5)
+
+
+# --------------------------------------------------------------------------------------------------
+# clip_sample="auto": the data support, per component
+# --------------------------------------------------------------------------------------------------
+def _wild_step(o, x, labels, t):
+    """A step whose eps_hat throws x0_hat far out: the clip decides where it lands."""
+    return o.step(torch.full_like(x, 40.0), t, x, labels=labels, noise=torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++"])
+def test_clip_auto_learns_boxes_from_add_noise(sampler):
+    prior = GaussianMixturePrior(torch.tensor([[-5.0, 0.0], [5.0, 2.0]], dtype=F64), torch.tensor([0.5, 0.5], dtype=F64))
+    o = MixtureNoiseScheduler(prior, sampler=sampler)
+    o.set_timesteps(10)
+    x, labels = o.sample_prior(64, seed=0)
+    with pytest.warns(UserWarning, match="learned no data support"):
+        unclipped = _wild_step(o, x, labels, o.timesteps[0]).pred_original_sample
+    assert float(unclipped.abs().max()) > 50
+    x0 = prior.sample(500, seed=1)
+    for i in range(0, 500, 100):  # training batches
+        o.add_noise_with_labels(x0[i:i + 100], torch.full((100,), 500), seed=i)
+    fitted = prior.assign(x0)
+    o.set_timesteps(10)
+    got = _wild_step(o, x, labels, o.timesteps[0]).pred_original_sample
+    for k in range(2):
+        rows = x0[fitted == k]
+        # eps_hat = +40 drives x0_hat far below: clipped to the lower corner of component k's own box
+        assert torch.equal(got[labels == k], rows.amin(0).expand_as(got[labels == k]))
+
+
+def test_clip_auto_with_given_support_and_bad_support():
+    lo, hi = torch.tensor([[-1.0, -2.0]]), torch.tensor([[0.5, 3.0]])
+    o = MixtureNoiseScheduler(sampler="ddim", support=(lo, hi))
+    o.set_timesteps(10)
+    x = randn(8, 2, seed=0)
+    got = _wild_step(o, x, None, o.timesteps[0]).pred_original_sample
+    assert torch.equal(got, lo.to(F64).expand(8, 2))
+    o.add_noise_with_labels(randn(8, 2, seed=1) * 100, torch.full((8,), 10), seed=0)  # given boxes stay
+    assert torch.equal(_wild_step(o, x, None, o.timesteps[0]).pred_original_sample, got)
+    with pytest.raises(TypeError, match="support must be a"):
+        MixtureNoiseScheduler(support=lo)
+    for bad in ((hi, lo), (torch.tensor([[float("nan"), 0.0]]), hi)):
+        o = MixtureNoiseScheduler(sampler="ddim", support=bad)
+        o.set_timesteps(10)
+        with pytest.raises(ValueError, match="support must hold lo <= hi"):
+            _wild_step(o, x, None, o.timesteps[0])
+    with pytest.raises(ValueError, match="clip_sample"):
+        MixtureNoiseScheduler(clip_sample="data")

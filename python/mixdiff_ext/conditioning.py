@@ -24,8 +24,9 @@ import torch
 
 from . import ops
 from ._checks import check_real
-from ._random import check_offset, check_seed, is_int, resolve_seed
-from .ops import _compute_dtype
+from ._random import (SEED_CONDITION_DROPOUT, SEED_CONDITION_NOISE, check_offset, check_seed, derive_seed, is_int,
+                      resolve_seed)
+from .ops import NGMG_KINDS, _compute_dtype
 from .prior import _check_finite
 
 __all__ = ["GMMConditioner", "attribute_classes"]
@@ -434,3 +435,76 @@ def attribute_classes(attributes, combinations=None) -> tuple[torch.Tensor, torc
     table = attrs.new_full((uniq.shape[0],), -1)
     table[inverse[:k]] = torch.arange(k, device=attrs.device)
     return table[inverse[k:]], combos
+
+
+# --------------------------------------------------------------------------------------------------
+# what a diffusion model does with a conditioner (models.py calls these)
+# --------------------------------------------------------------------------------------------------
+def check_conditioning(conditioner, cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind) -> dict:
+    """The models' conditioning keywords, validated (see MixDDPM)."""
+    if conditioner is not None and not isinstance(conditioner, GMMConditioner):
+        raise TypeError(f"conditioner must be a GMMConditioner, got {type(conditioner).__name__}")
+    cond_dropout = check_real(cond_dropout, "cond_dropout")
+    if not 0.0 <= cond_dropout < 1.0:
+        raise ValueError(f"cond_dropout must lie in [0, 1), got {cond_dropout}")
+    aux_weight = check_real(aux_weight, "aux_weight")
+    if aux_weight < 0:
+        raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
+    if aux_classifier is not None and not isinstance(aux_classifier, torch.nn.Module):
+        raise TypeError(f"aux_classifier must be a torch.nn.Module, got {type(aux_classifier).__name__}")
+    if aux_weight > 0 and (aux_classifier is None or conditioner is None):
+        raise ValueError("aux_weight > 0 needs an aux_classifier and a conditioner (its mixture is the target)")
+    if aux_sigma is not None and not check_real(aux_sigma, "aux_sigma") > 0:
+        raise ValueError(f"aux_sigma must be > 0, got {aux_sigma}")
+    if aux_kind not in NGMG_KINDS:
+        raise ValueError(f"aux_kind must be one of {NGMG_KINDS}, got {aux_kind!r}")
+    return dict(conditioner=conditioner, cond_dropout=cond_dropout, aux_weight=aux_weight,
+                aux_sigma=None if aux_sigma is None else float(aux_sigma), aux_kind=aux_kind)
+
+
+def condition_vectors(conditioner: GMMConditioner | None, n: int, cond: torch.Tensor | None, conditions, seed: int,
+                      offset: int) -> torch.Tensor | None:
+    """The condition vectors of n rows: `cond` as given, or drawn by the conditioner for the attributes
+    or class ids `conditions` (row i uses row offset + i of a seed derived from `seed`)."""
+    if conditions is not None:
+        if conditioner is None:
+            raise ValueError("conditions were given but the model has no conditioner")
+        if cond is not None:
+            raise ValueError("pass either cond or conditions, not both")
+        cond = conditioner.sample(conditions, seed=derive_seed(seed, SEED_CONDITION_NOISE), offset=offset)
+    if cond is not None and (not isinstance(cond, torch.Tensor) or not cond.is_floating_point()
+                             or cond.dim() != 2 or cond.shape[0] != n):
+        raise ValueError(f"cond must be a floating-point tensor of shape [{n}, cond_dim], got "
+                         f"{tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__}")
+    return cond
+
+
+def kept_rows(cond_dropout: float, n: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
+    """Condition dropout: 1.0 for the rows that keep their condition, 0.0 for those that get the null
+    one. A counter-based categorical draw (keep with 1 - cond_dropout), so it is batch-invariant."""
+    log_weights = torch.tensor([math.log1p(-cond_dropout), math.log(cond_dropout)], device=device)
+    drawn = ops.prior_sample(torch.zeros(2, 1, device=device), log_weights, None, "identity", n,
+                             derive_seed(seed, SEED_CONDITION_DROPOUT), offset).labels
+    return (drawn == 0).to(torch.float32)
+
+
+def guided(denoise, cond: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
+    """denoise(cond), or with a condition and guidance_scale w != 1 classifier-free guidance
+    out_null + w (out_cond - out_null), where the null condition is cond=None."""
+    out = denoise(cond)
+    if cond is not None and guidance_scale != 1.0:
+        null = denoise(None)
+        out = null + guidance_scale * (out - null)
+    return out
+
+
+def aux_ngmg_loss(conditioner: GMMConditioner, classifier: torch.nn.Module, x0_hat: torch.Tensor, conditions,
+                  weight: torch.Tensor, kept: torch.Tensor | None, sigma: float | None, kind: str) -> torch.Tensor:
+    """mean_i weight_i NGMG(classifier(x0_hat_i), conditioner mixture of conditions_i), over the rows that
+    keep their condition (kept; None: all)."""
+    if conditions is None:
+        raise ValueError("aux_weight > 0: the loss needs `conditions` (the attributes whose mixture is the target)")
+    per_row = conditioner.ngmg_loss(classifier(x0_hat), conditions, sigma=sigma, kind=kind, reduction="none")
+    if kept is not None:
+        weight = weight * kept.to(weight.dtype)
+    return torch.mean(weight * per_row.to(weight.dtype))

@@ -31,12 +31,11 @@ from torch import nn
 
 from . import ops, sampling
 from ._checks import check_real
-from ._random import SEED_CONDITION_DROPOUT, SEED_CONDITION_NOISE, check_offset, derive_seed, resolve_seed
+from ._random import check_offset, resolve_seed
 from ._reference import apply_factor  # pure-torch, differentiable A_j v (x0_hat for the auxiliary term)
-from .conditioning import GMMConditioner
+from .conditioning import GMMConditioner, aux_ngmg_loss, check_conditioning, condition_vectors, guided, kept_rows
 from .prior import GaussianMixturePrior
-from .schedules import (DDPM_SAMPLERS, SGM_SAMPLERS, VESDE, VPSDE, DiscreteSchedule, PlanStep,
-                        check_prediction_type)
+from .schedules import VESDE, VPSDE, DiscreteSchedule, PlanStep, check_prediction_type
 
 __all__ = ["MixDDPM", "MixSGM", "Sampled", "ve_sigma_max"]
 
@@ -118,28 +117,11 @@ class _MixtureDiffusion(nn.Module):
         self._init_conditioning(conditioner, cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind)
 
     def _init_conditioning(self, conditioner, cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind) -> None:
-        if conditioner is not None and not isinstance(conditioner, GMMConditioner):
-            raise TypeError(f"conditioner must be a GMMConditioner, got {type(conditioner).__name__}")
-        cond_dropout = check_real(cond_dropout, "cond_dropout")
-        if not 0.0 <= cond_dropout < 1.0:
-            raise ValueError(f"cond_dropout must lie in [0, 1), got {cond_dropout}")
-        aux_weight = check_real(aux_weight, "aux_weight")
-        if aux_weight < 0:
-            raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
-        if aux_classifier is not None and not isinstance(aux_classifier, nn.Module):
-            raise TypeError(f"aux_classifier must be a torch.nn.Module, got {type(aux_classifier).__name__}")
-        if aux_weight > 0 and (aux_classifier is None or conditioner is None):
-            raise ValueError("aux_weight > 0 needs an aux_classifier and a conditioner (its mixture is the target)")
-        if aux_sigma is not None and not check_real(aux_sigma, "aux_sigma") > 0:
-            raise ValueError(f"aux_sigma must be > 0, got {aux_sigma}")
-        _check_choice(aux_kind, ("potential", "log"), "aux_kind")
-        self.conditioner = conditioner
-        self.cond_dropout = cond_dropout
+        c = check_conditioning(conditioner, cond_dropout, aux_classifier, aux_weight, aux_sigma, aux_kind)
+        self.conditioner, self.cond_dropout = c["conditioner"], c["cond_dropout"]
         # the classifier is a fixed judge: frozen here and kept in eval mode by train()
         self.aux_classifier = None if aux_classifier is None else aux_classifier.requires_grad_(False).eval()
-        self.aux_weight = aux_weight
-        self.aux_sigma = None if aux_sigma is None else float(aux_sigma)
-        self.aux_kind = aux_kind
+        self.aux_weight, self.aux_sigma, self.aux_kind = c["aux_weight"], c["aux_sigma"], c["aux_kind"]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -181,36 +163,8 @@ class _MixtureDiffusion(nn.Module):
         guidance eps_null + w (eps_cond - eps_null), where the null condition is cond=None. Returns [B, D]."""
         net_x = (x - means[labels] if self.centre_input else x).reshape(x.shape[0], *self.sample_shape)
         component = labels if self.component_input == "embedding" else None
-        out = self.denoiser(net_x, t, component=component, cond=cond)
-        if cond is not None and guidance_scale != 1.0:
-            null = self.denoiser(net_x, t, component=component, cond=None)
-            out = null + guidance_scale * (out - null)
+        out = guided(lambda c: self.denoiser(net_x, t, component=component, cond=c), cond, guidance_scale)
         return out.reshape(x.shape)
-
-    # -- conditions --------------------------------------------------------------------------------
-    def _condition(self, n: int, cond: torch.Tensor | None, conditions, seed: int, offset: int) -> torch.Tensor | None:
-        """The condition vectors of n rows: `cond` as given, or drawn by the conditioner for the attributes
-        or class ids `conditions` (row i uses row offset + i of a seed derived from `seed`)."""
-        if conditions is not None:
-            if self.conditioner is None:
-                raise ValueError("conditions were given but the model has no conditioner")
-            if cond is not None:
-                raise ValueError("pass either cond or conditions, not both")
-            cond = self.conditioner.sample(conditions, seed=derive_seed(seed, SEED_CONDITION_NOISE), offset=offset)
-        if cond is not None and (not isinstance(cond, torch.Tensor) or not cond.is_floating_point()
-                                 or cond.dim() != 2 or cond.shape[0] != n):
-            raise ValueError(f"cond must be a floating-point tensor of shape [{n}, cond_dim], got "
-                             f"{tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__}")
-        return cond
-
-    def _kept_rows(self, n: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
-        """Condition dropout: 1.0 for the rows that keep their condition, 0.0 for those that get the null
-        one. A counter-based categorical draw (keep with 1 - cond_dropout), so it is batch-invariant."""
-        p = self.cond_dropout
-        log_weights = torch.tensor([math.log1p(-p), math.log(p)], device=device)
-        drawn = ops.prior_sample(torch.zeros(2, 1, device=device), log_weights, None, "identity", n,
-                                 derive_seed(seed, SEED_CONDITION_DROPOUT), offset).labels
-        return (drawn == 0).to(torch.float32)
 
     def _aux_loss(self, x_t, out, signal, noise_scale, labels, means, factor, cov_type, conditions,
                   kept) -> torch.Tensor:
@@ -218,8 +172,6 @@ class _MixtureDiffusion(nn.Module):
         condition, with x0_hat = mu_j + y0_hat of the network output (schedules.prediction_coefficients;
         for eps: (x_t - mu_j - s A_j eps_hat) / m). The weight signal^2 keeps the gradient through x0_hat
         (which carries 1 / signal) bounded at high noise."""
-        if conditions is None:
-            raise ValueError("aux_weight > 0: the loss needs `conditions` (the attributes whose mixture is the target)")
         m, s = signal.to(x_t.dtype)[:, None], noise_scale.to(x_t.dtype)[:, None]
         mu = means[labels]
         y = x_t - mu
@@ -229,14 +181,9 @@ class _MixtureDiffusion(nn.Module):
             y0_hat = (y - s * apply_factor(factor, cov_type, labels, out)) / m
         else:
             y0_hat = m * y - s * apply_factor(factor, cov_type, labels, out)
-        x0_hat = mu + y0_hat
-        pred = self.aux_classifier(x0_hat.reshape(x_t.shape[0], *self.sample_shape))
-        per_row = self.conditioner.ngmg_loss(pred, conditions, sigma=self.aux_sigma, kind=self.aux_kind,
-                                             reduction="none")
-        weight = m[:, 0] ** 2
-        if kept is not None:
-            weight = weight * kept.to(weight.dtype)
-        return torch.mean(weight * per_row.to(weight.dtype))
+        x0_hat = (mu + y0_hat).reshape(x_t.shape[0], *self.sample_shape)
+        return aux_ngmg_loss(self.conditioner, self.aux_classifier, x0_hat, conditions, m[:, 0] ** 2, kept,
+                             self.aux_sigma, self.aux_kind)
 
     # -- training ----------------------------------------------------------------------------------
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -266,10 +213,10 @@ class _MixtureDiffusion(nn.Module):
                              f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
         seed = resolve_seed(seed)
         offset = check_offset("offset", offset)
-        cond = self._condition(n, cond, conditions, seed, offset)
+        cond = condition_vectors(self.conditioner, n, cond, conditions, seed, offset)
         kept = None
         if cond is not None and self.cond_dropout > 0:
-            kept = self._kept_rows(n, seed, offset, cond.device)
+            kept = kept_rows(self.cond_dropout, n, seed, offset, cond.device)
             cond = cond * kept[:, None].to(cond.dtype)
         signal, noise_scale = self._forward_coefficients(t)
         means, factor, cov_type = self._prior_args(flat.dtype)
@@ -321,7 +268,7 @@ class _MixtureDiffusion(nn.Module):
             batch_size = CPU_CHUNK_ROWS if self.means.device.type == "cpu" else n
         batch_size = _check_int(batch_size, "batch_size", 1)
         seed = resolve_seed(options["seed"])
-        cond = self._condition(n, options["cond"], options["conditions"], seed, 0)
+        cond = condition_vectors(self.conditioner, n, options["cond"], options["conditions"], seed, 0)
         guidance_scale = check_real(options["guidance_scale"], "guidance_scale")
         clip = sampling.resolve_clip(options["clip"], options["clip_margin"], self.support_lo, self.support_hi, self)
         compile = options["compile"]

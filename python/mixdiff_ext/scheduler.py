@@ -165,7 +165,10 @@ class MixtureNoiseScheduler:
         _check_choice(sampler, SAMPLERS, "sampler")
         timestep_spacing = DEFAULT_SPACING[sampler] if timestep_spacing is None else timestep_spacing
         _check_choice(timestep_spacing, TIMESTEP_SPACINGS, "timestep_spacing")
-        if clip_sample != "auto":
+        if isinstance(clip_sample, str):
+            if clip_sample != "auto":
+                raise ValueError(f"clip_sample must be 'auto', True or False, got {clip_sample!r}")
+        else:
             clip_sample = _check_bool(clip_sample, "clip_sample")
         set_alpha_to_one = _check_bool(set_alpha_to_one, "set_alpha_to_one")
         check_prediction_type(prediction_type)

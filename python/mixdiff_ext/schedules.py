@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .ops import StepCoefficients
+from .ops import PREDICTION_TYPES, StepCoefficients
 
 __all__ = [
     "DiscreteSchedule",
@@ -141,7 +141,6 @@ _NAMED = {
 }
 
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 SPACINGS = ("leading", "trailing", "linspace")
 SOLVER_TYPES = ("midpoint", "heun")
 
