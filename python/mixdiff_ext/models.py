@@ -144,6 +144,12 @@ class _MixtureDiffusion(nn.Module):
         factor = None if self.cov_factor is None else self.cov_factor.to(dtype)
         return self.means.to(dtype), factor, self.covariance_type
 
+    def synchronize_support(self) -> None:
+        """In a distributed run: every rank's data-support boxes become the union of all ranks' (each rank's
+        loss saw only its share of the batch), so that they equal a single process's."""
+        torch.distributed.all_reduce(self.support_lo, op=torch.distributed.ReduceOp.MIN)
+        torch.distributed.all_reduce(self.support_hi, op=torch.distributed.ReduceOp.MAX)
+
     # -- the network -------------------------------------------------------------------------------
     def _flatten(self, x: torch.Tensor, name: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):

@@ -402,6 +402,8 @@ class Trainer:
             self.model.parameters(), math.inf if self.grad_clip is None else self.grad_clip
         )
         self.optimizer.step()
+        if self.world_size > 1 and hasattr(self.model, "synchronize_support"):
+            self.model.synchronize_support()  # each rank's loss widened the boxes by its share of the batch
         self.step += 1
         self._update_ema()
         return loss.detach(), grad_norm
