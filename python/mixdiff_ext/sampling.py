@@ -72,12 +72,10 @@ def update_support(lo: torch.Tensor, hi: torch.Tensor, x0: torch.Tensor, labels:
     `labels`; NaN rows are ignored. Boxes start as (+inf, -inf): empty."""
     with torch.no_grad():
         x0 = x0.detach().to(lo.dtype)
-        finite = torch.isfinite(x0).all(1)
-        if not bool(finite.all()):
-            x0, labels = x0[finite], labels[finite]
+        finite = torch.isfinite(x0).all(1, keepdim=True)  # masked, not filtered: no device sync in training
         idx = labels[:, None].expand_as(x0)
-        lo.scatter_reduce_(0, idx, x0, "amin")
-        hi.scatter_reduce_(0, idx, x0, "amax")
+        lo.scatter_reduce_(0, idx, torch.where(finite, x0, torch.inf), "amin")
+        hi.scatter_reduce_(0, idx, torch.where(finite, x0, -torch.inf), "amax")
 
 
 def support_bounds(lo: torch.Tensor, hi: torch.Tensor, margin: float = 0.0) -> tuple[torch.Tensor, torch.Tensor] | None:

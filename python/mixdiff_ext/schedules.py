@@ -6,14 +6,19 @@ covariance factor A_j (Sigma_j = A_j A_j^T). The forward process is
     x_t = mu_j + signal(t) (x0 - mu_j) + noise_scale(t) A_j eps,      eps ~ N(0, I),
 
 with (signal, noise_scale) = (sqrt(abar_t), sqrt(1 - abar_t)) in discrete time, (m(t), s(t)) for the VP
-SDE and (1, sigma(t)) for the VE SDE. A network predicts eps_hat; one reverse step is the linear map
-of `ops.StepCoefficients`:
+SDE and (1, sigma(t)) for the VE SDE. A network predicts eps, y0 or v (`prediction_coefficients`); one
+reverse step is the linear map of `ops.StepCoefficients` (O = A_j out, or out for a y0 prediction):
 
-    y0_hat = x0_from_x y + x0_from_eps (A eps_hat)               (optionally clipped in x space)
-    y'     = coef_x y + coef_x0 y0_hat + coef_eps (A eps_hat) + coef_noise (A z),   z ~ N(0, I),
+    y0_hat = x0_from_x y + x0_from_out O                         (optionally clipped in x space)
+    A eps_hat = eps_from_x y + eps_from_out O
+    y'     = coef_x y + coef_x0 y0_hat + coef_eps (A eps_hat) + coef_noise (A z)
+             + coef_x0_prev (x0_hat' - mu_j) + coef_x0_prev2 (x0_hat'' - mu_j),   z ~ N(0, I),
 
-evaluated by `ops.reverse_step`. Every function here returns the six numbers as plain Python floats,
-computed in float64. docs/method.md ("Schedules and samplers") lists each sampler's coefficients.
+evaluated by `ops.reverse_step` (x0_hat', x0_hat'': the previous steps' predictions, for multistep
+DPM-Solver++). Every coefficient is a plain Python float computed in float64. Each process
+(`DiscreteSchedule`, `VPSDE`, `VESDE`) owns its time grid and builds a sampler's `plan`: the PlanSteps
+every sampling loop runs (sampling.run_plan). docs/method.md ("Schedules and samplers") lists each
+sampler's coefficients.
 """
 from __future__ import annotations
 
