@@ -255,7 +255,8 @@ def run_dataset(name: str, args, methods: Sequence[Method]) -> tuple[list[dict[s
         for model_label in model_labels:
             model = models[model_label]
             for steps in step_counts:
-                for clip in args.clip_modes:
+                reference_row = steps == args.reference_steps and steps not in args.steps
+                for clip in args.reference_clip_modes if reference_row else args.clip_modes:
                     if method.library == "diffusers":
                         fn = diffusers_sampler(model, method, steps, clip, n, args.sample_seed, clip_range)
                         settings = scheduler_settings(model, method, clip, clip_range)
@@ -350,6 +351,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--samplers", nargs="+", help=f"a subset of {', '.join(m.key for m in METHODS)} (default: all)")
     p.add_argument("--clip-modes", nargs="+", help="none and/or box (box: clip='auto' for ours, the schedulers' "
                    "clip_sample / thresholding for diffusers; default both)")
+    p.add_argument("--reference-clip-modes", nargs="+", default=None,
+                   help="clip modes of the --reference-steps rows (default: --clip-modes; 'none' alone halves "
+                        "their cost, the frontier needs only that)")
     p.add_argument("--repeats", type=int, help="timed runs per row after the warm-up (default 3; --quick 1)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="data, prior, initialisation and training seed")
@@ -370,8 +374,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.steps = [int(s) for s in _names(args.steps)]
     args.samplers = _names(args.samplers) or [m.key for m in METHODS]
     args.clip_modes = _names(args.clip_modes) or list(CLIP_MODES)
+    args.reference_clip_modes = _names(args.reference_clip_modes) or args.clip_modes
     for name, values, allowed in (("--datasets", args.datasets, DATASETS), ("--samplers", args.samplers,
-                                  [m.key for m in METHODS]), ("--clip-modes", args.clip_modes, CLIP_MODES)):
+                                  [m.key for m in METHODS]), ("--clip-modes", args.clip_modes, CLIP_MODES),
+                                  ("--reference-clip-modes", args.reference_clip_modes, CLIP_MODES)):
         unknown = [v for v in values if v not in allowed]
         if unknown:
             p.error(f"{name}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
@@ -395,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     config = {"datasets": args.datasets, "train_steps": args.train_steps, "batch_size": args.batch_size,
               "lr": args.lr, "ema": EMA, "samples": args.samples, "digits_samples":
               min(args.samples, DATASETS["digits"][3]), "steps": args.steps, "reference_steps": args.reference_steps,
-              "samplers": args.samplers, "clip_modes": args.clip_modes, "repeats": args.repeats, "seed": args.seed,
+              "samplers": args.samplers, "clip_modes": args.clip_modes,
+              "reference_clip_modes": args.reference_clip_modes, "repeats": args.repeats, "seed": args.seed,
               "sample_seed": args.sample_seed, "quick": args.quick, "within": WITHIN}
     print(f"bench_quality: {', '.join(args.datasets)}; {args.train_steps} training steps of batch {args.batch_size}, "
           f"{args.samples} samples, steps {args.steps} + ancestral {args.reference_steps}, {args.repeats} repeats, "
