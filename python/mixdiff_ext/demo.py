@@ -33,7 +33,7 @@ DATASETS = {
     "arrivals": (4, 2_000, "sliced_w2", None),
 }
 # sampling: DPM-Solver++ (2M) with data-support clipping (clip="auto"), 20 steps: within 10% of ancestral-1000
-# on every dataset of bench/bench_quality.py at 1/50 of its network calls
+# on the synthetic datasets of bench/bench_quality.py at 1/50 of its network calls (not on digits: README)
 SAMPLER = {"sampler": "dpmsolver++", "order": 2, "clip": "auto"}
 QUICK = {"datasets": ("gmm1d", "ring2d", "digits"), "steps": 300, "batch_size": 256, "sample_n": 2000,
          "sample_steps": 20, "models": ("ddpm", "mixddpm", "mixddpm-paper")}
