@@ -19,7 +19,7 @@ from . import ops
 from ._checks import check_real
 from .schedules import PlanStep, clipped_direction
 
-__all__ = ["apply_step", "history_length", "run_plan", "support_bounds", "update_support"]
+__all__ = ["apply_step", "history_length", "resolve_clip", "run_plan", "support_bounds", "update_support"]
 
 
 def history_length(step: PlanStep) -> int:

@@ -127,10 +127,7 @@ class MixtureNoiseScheduler:
     standard-normal eps, y0 = x0 - mu_j or v (schedules.prediction_coefficients).
     """
 
-    @property
-    def order(self) -> int:
-        """diffusers' `order` (network calls per step): 1 for every sampler here."""
-        return 1
+    order = 1  # diffusers' network calls per step: 1 for every sampler here
 
     def __init__(
         self,

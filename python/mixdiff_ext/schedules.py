@@ -520,9 +520,11 @@ class DiscreteSchedule:
         (default spacing "linspace"), the last step to zero noise, lower-order final steps as diffusers;
         steps=None: DEFAULT_SOLVER_STEPS (at most T - 1)."""
         check_prediction_type(prediction_type)
-        if sampler in DDPM_SAMPLERS[:2]:
-            if sampler == "ancestral" and eta != 0.0:
-                raise ValueError("eta applies only to sampler='ddim'")
+        if sampler not in DDPM_SAMPLERS:
+            raise ValueError(f"sampler must be one of {DDPM_SAMPLERS}, got {sampler!r}")
+        if sampler != "ddim" and eta != 0.0:
+            raise ValueError("eta applies only to sampler='ddim'")
+        if sampler in ("ancestral", "ddim"):
             ts = self.timesteps(steps, spacing or "leading")
             plan = []
             for t, p in zip(ts, ts[1:] + [-1]):
@@ -532,10 +534,6 @@ class DiscreteSchedule:
                     c = self.ddim_coefficients(t, p, eta, prediction_type=prediction_type)
                 plan.append(PlanStep(float(t), c, t, math.sqrt(self._abar[t]), math.sqrt(1.0 - self._abar[t])))
             return plan
-        if sampler not in DDPM_SAMPLERS:
-            raise ValueError(f"sampler must be one of {DDPM_SAMPLERS}, got {sampler!r}")
-        if eta != 0.0:
-            raise ValueError("eta applies only to sampler='ddim'")
         if steps is None:
             steps = min(DEFAULT_SOLVER_STEPS, self.num_timesteps - 1)
         ts = solver_timesteps(self.num_timesteps, steps, spacing or "linspace")
