@@ -114,9 +114,12 @@ def label(method: Method) -> str:
     return method.sampler if method.library == "diffusers" else f"{method.sampler} (order {method.order})"
 
 
-def ours_sampler(model, method: Method, steps: int, clip: str, n: int, seed: int) -> Callable[[], torch.Tensor]:
+def ours_sampler(model, method: Method, steps: int, clip: str, n: int, seed: int,
+                 clip_margin: float | None = None) -> Callable[[], torch.Tensor]:
     kw: dict[str, Any] = dict(steps=steps, sampler=method.sampler, seed=seed, progress=False,
                               clip="auto" if clip == "box" else None)
+    if clip == "box" and clip_margin is not None:
+        kw["clip_margin"] = clip_margin
     if "dpmsolver" in method.sampler:
         kw["order"] = method.order
     return functools.partial(model.sample, n, **kw)
@@ -264,7 +267,7 @@ def run_dataset(name: str, args, methods: Sequence[Method]) -> tuple[list[dict[s
                             f"thresholding {clip_range:.3g}" if "DPMSolver" in method.sampler
                             else f"clip_sample {clip_range:.3g}")
                     else:
-                        fn = ours_sampler(model, method, steps, clip, n, args.sample_seed)
+                        fn = ours_sampler(model, method, steps, clip, n, args.sample_seed, args.clip_margin)
                         settings = {k: v for k, v in fn.keywords.items() if k not in ("steps", "seed", "progress")}
                         clip_name = "none" if clip == "none" else "auto"
                     samples, net_rows, messages, wall, times = measure(fn, model.denoiser, args.repeats)
@@ -354,6 +357,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reference-clip-modes", nargs="+", default=None,
                    help="clip modes of the --reference-steps rows (default: --clip-modes; 'none' alone halves "
                         "their cost, the frontier needs only that)")
+    p.add_argument("--clip-margin", type=float, default=None,
+                   help="our samplers' clip_margin under clip box (default: the library's)")
     p.add_argument("--repeats", type=int, help="timed runs per row after the warm-up (default 3; --quick 1)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="data, prior, initialisation and training seed")
@@ -402,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> str:
               "lr": args.lr, "ema": EMA, "samples": args.samples, "digits_samples":
               min(args.samples, DATASETS["digits"][3]), "steps": args.steps, "reference_steps": args.reference_steps,
               "samplers": args.samplers, "clip_modes": args.clip_modes,
-              "reference_clip_modes": args.reference_clip_modes, "repeats": args.repeats, "seed": args.seed,
+              "reference_clip_modes": args.reference_clip_modes, "clip_margin": args.clip_margin, "repeats": args.repeats, "seed": args.seed,
               "sample_seed": args.sample_seed, "quick": args.quick, "within": WITHIN}
     print(f"bench_quality: {', '.join(args.datasets)}; {args.train_steps} training steps of batch {args.batch_size}, "
           f"{args.samples} samples, steps {args.steps} + ancestral {args.reference_steps}, {args.repeats} repeats, "

@@ -558,9 +558,12 @@ def test_support_boxes_are_learned_per_component_in_training():
 def test_component_without_training_rows_gets_the_union_box():
     lo = torch.tensor([[0.0, 1.0], [float("inf"), float("inf")], [-2.0, 3.0]])
     hi = torch.tensor([[1.0, 2.0], [-float("inf"), -float("inf")], [-1.0, 5.0]])
-    got_lo, got_hi = sampling.support_bounds(lo, hi)
+    got_lo, got_hi = sampling.support_bounds(lo, hi, margin=0.0)
     assert torch.equal(got_lo[1], torch.tensor([-2.0, 1.0])) and torch.equal(got_hi[1], torch.tensor([1.0, 5.0]))
     assert torch.equal(got_lo[0], lo[0]) and torch.equal(got_hi[2], hi[2])
+    wide_lo, wide_hi = sampling.support_bounds(lo, hi)  # the default margin: a tenth of the width each side
+    assert sampling.DEFAULT_CLIP_MARGIN == 0.1
+    assert torch.allclose(wide_lo[1], torch.tensor([-2.3, 0.6])) and torch.allclose(wide_hi[2], torch.tensor([-0.9, 5.2]))
     assert sampling.support_bounds(torch.full((2, 2), float("inf")), torch.full((2, 2), -float("inf"))) is None
 
 
@@ -577,16 +580,22 @@ def _wild_model(cls=MixDDPM, **kw):
 def test_clip_auto_keeps_each_trajectory_in_its_component_box(sampler):
     model = _wild_model(timesteps=100)
     kw = dict(steps=10, sampler=sampler, seed=1, progress=False, return_labels=True)
-    out = model.sample(400, **kw)
+    out = model.sample(400, **kw, clip_margin=0.0)
     lo, hi = model.support_lo[out.labels], model.support_hi[out.labels]
     assert bool(((out.samples >= lo) & (out.samples <= hi)).all())  # the last step returns the clipped x0_hat
     assert len(out.labels.unique()) == 3
+    default = model.sample(400, **kw)  # margin 0.1: Wild's x0_hat is far off, so it lands on the widened faces
+    width = model.support_hi - model.support_lo
+    margin = sampling.DEFAULT_CLIP_MARGIN * width[default.labels]
+    on_face = torch.isclose(default.samples, model.support_lo[default.labels] - margin) | torch.isclose(
+        default.samples, model.support_hi[default.labels] + margin)
+    inside = (default.samples >= lo - margin - 1e-12) & (default.samples <= hi + margin + 1e-12)
+    assert bool(inside.all()) and bool(on_face.any()) and torch.equal(default.labels, out.labels)
     wild = model.sample(400, **dict(kw, clip=None)).samples
     assert float(wild.abs().max()) > 30  # the boxes lie within |x| <= 8
     fixed = model.sample(400, **dict(kw, clip=(-3.0, 2.0))).samples
     assert float(fixed.min()) >= -3.0 and float(fixed.max()) <= 2.0
     wide = model.sample(400, **dict(kw, clip_margin=1.0))
-    width = model.support_hi - model.support_lo
     assert bool((wide.samples <= hi + width[wide.labels]).all()) and not torch.equal(wide.samples, out.samples)
 
 

@@ -684,7 +684,7 @@ def _wild_step(o, x, labels, t):
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++"])
 def test_clip_auto_learns_boxes_from_add_noise(sampler):
     prior = GaussianMixturePrior(torch.tensor([[-5.0, 0.0], [5.0, 2.0]], dtype=F64), torch.tensor([0.5, 0.5], dtype=F64))
-    o = MixtureNoiseScheduler(prior, sampler=sampler)
+    o = MixtureNoiseScheduler(prior, sampler=sampler, clip_margin=0.0)
     o.set_timesteps(10)
     x, labels = o.sample_prior(64, seed=0)
     with pytest.warns(UserWarning, match="learned no data support"):
@@ -704,11 +704,15 @@ def test_clip_auto_learns_boxes_from_add_noise(sampler):
 
 def test_clip_auto_with_given_support_and_bad_support():
     lo, hi = torch.tensor([[-1.0, -2.0]]), torch.tensor([[0.5, 3.0]])
-    o = MixtureNoiseScheduler(sampler="ddim", support=(lo, hi))
+    o = MixtureNoiseScheduler(sampler="ddim", support=(lo, hi), clip_margin=0.0)
     o.set_timesteps(10)
     x = randn(8, 2, seed=0)
     got = _wild_step(o, x, None, o.timesteps[0]).pred_original_sample
     assert torch.equal(got, lo.to(F64).expand(8, 2))
+    wide = MixtureNoiseScheduler(sampler="ddim", support=(lo, hi))  # the default margin, 0.1 of the width
+    wide.set_timesteps(10)
+    assert torch.allclose(_wild_step(wide, x, None, wide.timesteps[0]).pred_original_sample,
+                          (lo - 0.1 * (hi - lo)).to(F64).expand(8, 2))
     o.add_noise_with_labels(randn(8, 2, seed=1) * 100, torch.full((8,), 10), seed=0)  # given boxes stay
     assert torch.equal(_wild_step(o, x, None, o.timesteps[0]).pred_original_sample, got)
     with pytest.raises(TypeError, match="support must be a"):
@@ -720,3 +724,5 @@ def test_clip_auto_with_given_support_and_bad_support():
             _wild_step(o, x, None, o.timesteps[0])
     with pytest.raises(ValueError, match="clip_sample"):
         MixtureNoiseScheduler(clip_sample="data")
+    with pytest.raises(ValueError, match="clip_margin must be >= 0"):
+        MixtureNoiseScheduler(clip_margin=-0.1)

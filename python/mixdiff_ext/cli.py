@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from . import metrics
+from . import metrics, sampling
 from .pipeline import (MODEL_KINDS, build_model, default_config, fit_prior, load_data, load_run, plot_samples,
                        save_json, save_run)
 from .prior import GaussianMixturePrior
@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     p.add_argument("--clip", default="auto", choices=("auto", "none"),
                    help="auto: clip x0_hat to each component's training-data box (default); none: no clipping")
-    p.add_argument("--clip-margin", type=float, default=0.0, help="relative margin of the boxes")
+    p.add_argument("--clip-margin", type=float, default=sampling.DEFAULT_CLIP_MARGIN,
+                   help="relative margin of the boxes (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="chunk size; the result does not depend on it")
     p.add_argument("--device", default="cpu")

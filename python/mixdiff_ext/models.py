@@ -344,7 +344,7 @@ class _MixtureDiffusion(nn.Module):
         return float(total) / max(n, 1)
 
 
-def _sampling_options(seed=None, batch_size=None, clip="auto", clip_margin=0.0, cond=None, conditions=None,
+def _sampling_options(seed=None, batch_size=None, clip="auto", clip_margin=sampling.DEFAULT_CLIP_MARGIN, cond=None, conditions=None,
                       guidance_scale=1.0, progress=True, compile=False) -> dict:
     """The options every sampler of both models takes (MixDDPM.sample documents them)."""
     return dict(seed=seed, batch_size=batch_size, clip=clip, clip_margin=clip_margin, cond=cond, conditions=conditions,
@@ -427,7 +427,7 @@ class MixDDPM(_MixtureDiffusion):
                 once); None: no clipping; (lo, hi): fixed bounds in data space (numbers or tensors
                 broadcastable to [K, D]). With clipping, every sampler's eps_hat is re-derived from the
                 clipped x0_hat (docs/method.md, "Sampling").
-            clip_margin: relative margin of the learned boxes (default 0).
+            clip_margin: relative margin of the learned boxes (default sampling.DEFAULT_CLIP_MARGIN = 0.1).
             cond: condition vectors [n, cond_dim]; or conditions: attributes [n, M] / class ids [n] that
                 the model's conditioner turns into condition vectors (drawn, batch-invariantly).
             guidance_scale: classifier-free guidance weight w (1: plain conditional sampling).

@@ -113,6 +113,8 @@ class MixtureNoiseScheduler:
             never clips. All samplers.
         support: (lo, hi) bounds broadcastable to [K, D] for clip_sample="auto" (e.g. a trained model's
             support_lo / support_hi).
+        clip_margin: clip_sample="auto" widens the boxes by this fraction of their width on each side
+            (default sampling.DEFAULT_CLIP_MARGIN = 0.1, the models' default).
         sampler: "ddpm" (ancestral, diffusers' DDPMScheduler), "ddim" (DDIMScheduler), "dpmsolver++" or
             "sde-dpmsolver++" (DPMSolverMultistepScheduler with that algorithm_type).
         prediction_type: "epsilon", "sample" or "v_prediction" (diffusers' meanings, in y = x - mu_j).
@@ -150,6 +152,7 @@ class MixtureNoiseScheduler:
         solver_type: str = "midpoint",
         lower_order_final: bool = True,
         support=None,
+        clip_margin: float = sampling.DEFAULT_CLIP_MARGIN,
     ):
         if prior is not None and not isinstance(prior, GaussianMixturePrior):
             raise TypeError(f"prior must be a GaussianMixturePrior or None, got {type(prior).__name__}")
@@ -175,6 +178,9 @@ class MixtureNoiseScheduler:
         lower_order_final = _check_bool(lower_order_final, "lower_order_final")
         if support is not None and (not isinstance(support, (tuple, list)) or len(support) != 2):
             raise TypeError(f"support must be a (lo, hi) pair of tensors, got {type(support).__name__}")
+        clip_margin = check_real(clip_margin, "clip_margin")
+        if clip_margin < 0:
+            raise ValueError(f"clip_margin must be >= 0, got {clip_margin}")
         clip_sample_range = check_real(clip_sample_range, "clip_sample_range")
         if clip_sample_range <= 0:
             raise ValueError(f"clip_sample_range must be > 0, got {clip_sample_range}")
@@ -217,7 +223,7 @@ class MixtureNoiseScheduler:
             clip_sample=clip_sample, clip_sample_range=clip_sample_range, sampler=sampler, eta=eta,
             timestep_spacing=timestep_spacing, steps_offset=int(steps_offset), set_alpha_to_one=set_alpha_to_one,
             prediction_type=prediction_type, solver_order=int(solver_order), solver_type=solver_type,
-            lower_order_final=lower_order_final,
+            lower_order_final=lower_order_final, clip_margin=clip_margin,
         )
         self._support_given = support
         self._support: tuple[torch.Tensor, torch.Tensor] | None = None  # [K, D] boxes, made on first use
@@ -462,7 +468,7 @@ class MixtureNoiseScheduler:
         clip = self.config.clip_sample
         if clip == "auto":
             lo, hi = self._support_boxes(k, dim, device)
-            return sampling.resolve_clip("auto", 0.0, lo, hi, self)
+            return sampling.resolve_clip("auto", self.config.clip_margin, lo, hi, self)
         if clip:
             return (-self.config.clip_sample_range, self.config.clip_sample_range)
         return None
