@@ -19,7 +19,8 @@ from . import ops
 from ._checks import check_real
 from .schedules import PlanStep, clipped_direction
 
-__all__ = ["apply_step", "history_length", "resolve_clip", "run_plan", "support_bounds", "update_support"]
+__all__ = ["DEFAULT_CLIP_MARGIN", "apply_step", "check_clip_margin", "history_length", "resolve_clip", "run_plan",
+           "support_bounds", "update_support"]
 
 
 def history_length(step: PlanStep) -> int:
@@ -68,9 +69,16 @@ def run_plan(predict: Callable[[torch.Tensor, float], torch.Tensor], x: torch.Te
 # data support
 # --------------------------------------------------------------------------------------------------
 # The learned boxes are widened by this fraction of their width on each side: bench/bench_quality.py
-# (2026-12-03) found 0.1 keeps the default 20-step solver within 10% of ancestral-1000 on all four
+# (2026-12-04, README) found 0.1 keeps the default 20-step solver within 10% of ancestral-1000 on all four
 # datasets, where 0 lost 50% on digits (pixels pile up on tight box faces) and 0.2 lost up to 9% on gmm1d.
 DEFAULT_CLIP_MARGIN = 0.1
+
+
+def check_clip_margin(margin) -> float:
+    margin = check_real(margin, "clip_margin")
+    if margin < 0:
+        raise ValueError(f"clip_margin must be >= 0, got {margin}")
+    return margin
 
 
 def update_support(lo: torch.Tensor, hi: torch.Tensor, x0: torch.Tensor, labels: torch.Tensor) -> None:
@@ -88,9 +96,7 @@ def support_bounds(lo: torch.Tensor, hi: torch.Tensor, margin: float = DEFAULT_C
     """Per-component clip bounds [K, D] from learned boxes, widened by `margin` times each box's width;
     a component that saw no training row gets the union of the others' boxes. None when no box was
     learned."""
-    margin = check_real(margin, "clip_margin")
-    if margin < 0:
-        raise ValueError(f"clip_margin must be >= 0, got {margin}")
+    margin = check_clip_margin(margin)
     seen = (lo <= hi).all(1)
     if not bool(seen.any()):
         return None

@@ -178,9 +178,7 @@ class MixtureNoiseScheduler:
         lower_order_final = _check_bool(lower_order_final, "lower_order_final")
         if support is not None and (not isinstance(support, (tuple, list)) or len(support) != 2):
             raise TypeError(f"support must be a (lo, hi) pair of tensors, got {type(support).__name__}")
-        clip_margin = check_real(clip_margin, "clip_margin")
-        if clip_margin < 0:
-            raise ValueError(f"clip_margin must be >= 0, got {clip_margin}")
+        clip_margin = sampling.check_clip_margin(clip_margin)
         clip_sample_range = check_real(clip_sample_range, "clip_sample_range")
         if clip_sample_range <= 0:
             raise ValueError(f"clip_sample_range must be > 0, got {clip_sample_range}")
