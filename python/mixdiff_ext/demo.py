@@ -1,8 +1,9 @@
 """The project's main job: the headline comparison of Jia, Zhu, Liu & Zheng (2024) on built-in data.
 
 For each dataset it fits the k-means dispatcher prior, trains DDPM and mixDDPM with the same small budget
-and network, samples with DDIM, and reports a sample-quality metric against held-out data, the reverse
-effort (analytic, and measured on the sampled trajectories), training and sampling time. mixDDPM appears
+and network, samples with the default sampler (DPM-Solver++ 2M, 20 steps, clip="auto"), and reports a
+sample-quality metric against held-out data, the reverse effort (analytic, and measured on the sampled
+trajectories), training and sampling time. mixDDPM appears
 twice: the default (the network sees the component and the centred input) and the paper-faithful
 variant whose network sees (x_t, t) only. `--full` trains longer, adds mixSGM vs SGM (VP) and the
 `arrivals` data. Writes results.md, results.json, sample and loss plots and config.json to the output
