@@ -407,8 +407,9 @@ def main(argv: Sequence[str] | None = None) -> str:
               "lr": args.lr, "ema": EMA, "samples": args.samples, "digits_samples":
               min(args.samples, DATASETS["digits"][3]), "steps": args.steps, "reference_steps": args.reference_steps,
               "samplers": args.samplers, "clip_modes": args.clip_modes,
-              "reference_clip_modes": args.reference_clip_modes, "clip_margin": args.clip_margin, "repeats": args.repeats, "seed": args.seed,
-              "sample_seed": args.sample_seed, "quick": args.quick, "within": WITHIN}
+              "reference_clip_modes": args.reference_clip_modes, "clip_margin": args.clip_margin,
+              "repeats": args.repeats, "seed": args.seed, "sample_seed": args.sample_seed, "quick": args.quick,
+              "within": WITHIN}
     print(f"bench_quality: {', '.join(args.datasets)}; {args.train_steps} training steps of batch {args.batch_size}, "
           f"{args.samples} samples, steps {args.steps} + ancestral {args.reference_steps}, {args.repeats} repeats, "
           f"{torch.get_num_threads()} threads", flush=True)

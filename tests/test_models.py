@@ -563,7 +563,8 @@ def test_component_without_training_rows_gets_the_union_box():
     assert torch.equal(got_lo[0], lo[0]) and torch.equal(got_hi[2], hi[2])
     wide_lo, wide_hi = sampling.support_bounds(lo, hi)  # the default margin: a tenth of the width each side
     assert sampling.DEFAULT_CLIP_MARGIN == 0.1
-    assert torch.allclose(wide_lo[1], torch.tensor([-2.3, 0.6])) and torch.allclose(wide_hi[2], torch.tensor([-0.9, 5.2]))
+    assert torch.allclose(wide_lo[1], torch.tensor([-2.3, 0.6]))
+    assert torch.allclose(wide_hi[2], torch.tensor([-0.9, 5.2]))
     assert sampling.support_bounds(torch.full((2, 2), float("inf")), torch.full((2, 2), -float("inf"))) is None
 
 

@@ -344,8 +344,8 @@ class _MixtureDiffusion(nn.Module):
         return float(total) / max(n, 1)
 
 
-def _sampling_options(seed=None, batch_size=None, clip="auto", clip_margin=sampling.DEFAULT_CLIP_MARGIN, cond=None,
-                      conditions=None, guidance_scale=1.0, progress=True, compile=False) -> dict:
+def _sampling_options(seed=None, batch_size=None, clip="auto", clip_margin=sampling.DEFAULT_CLIP_MARGIN,
+                      cond=None, conditions=None, guidance_scale=1.0, progress=True, compile=False) -> dict:
     """The options every sampler of both models takes (MixDDPM.sample documents them)."""
     return dict(seed=seed, batch_size=batch_size, clip=clip, clip_margin=clip_margin, cond=cond, conditions=conditions,
                 guidance_scale=guidance_scale, progress=progress, compile=compile)

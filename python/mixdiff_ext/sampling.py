@@ -69,8 +69,9 @@ def run_plan(predict: Callable[[torch.Tensor, float], torch.Tensor], x: torch.Te
 # data support
 # --------------------------------------------------------------------------------------------------
 # The learned boxes are widened by this fraction of their width on each side: bench/bench_quality.py
-# (2026-12-04, README) found 0.1 keeps the default 20-step solver within 10% of ancestral-1000 on all four
-# datasets, where 0 lost 50% on digits (pixels pile up on tight box faces) and 0.2 lost up to 9% on gmm1d.
+# (2026-12-04, README) found 0.1 keeps the default 20-step solver within 10% of ancestral-1000 on all
+# four datasets, where 0 lost 50% on digits (pixels pile up on tight box faces) and 0.2 lost up to 9%
+# on gmm1d.
 DEFAULT_CLIP_MARGIN = 0.1
 
 
@@ -92,7 +93,8 @@ def update_support(lo: torch.Tensor, hi: torch.Tensor, x0: torch.Tensor, labels:
         hi.scatter_reduce_(0, idx, torch.where(finite, x0, -torch.inf), "amax")
 
 
-def support_bounds(lo: torch.Tensor, hi: torch.Tensor, margin: float = DEFAULT_CLIP_MARGIN) -> tuple[torch.Tensor, torch.Tensor] | None:
+def support_bounds(lo: torch.Tensor, hi: torch.Tensor,
+                   margin: float = DEFAULT_CLIP_MARGIN) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Per-component clip bounds [K, D] from learned boxes, widened by `margin` times each box's width;
     a component that saw no training row gets the union of the others' boxes. None when no box was
     learned."""
