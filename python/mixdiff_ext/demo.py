@@ -5,8 +5,8 @@ and network, samples with the default sampler (DPM-Solver++ 2M, 20 steps, clip="
 sample-quality metric against held-out data, the reverse effort (analytic, and measured on the sampled
 trajectories), training and sampling time. mixDDPM appears twice: the default (the network sees the
 component and the centred input) and the paper-faithful variant whose network sees (x_t, t) only.
-`--full` trains longer, adds mixSGM vs SGM (VP) and the `arrivals` data. Writes results.md, results.json, sample and loss plots and config.json to the output
-directory it prints at the end. Whatever the numbers are, they are reported as measured.
+`--full` trains longer, adds mixSGM vs SGM (VP) and the `arrivals` data. Writes results.md, results.json,
+sample and loss plots and config.json to the output directory it prints at the end. Whatever the numbers are, they are reported as measured.
 
     mixdiff demo [--full] [--out DIR] [--seed S]      (or python -m mixdiff_ext.demo)
 """
