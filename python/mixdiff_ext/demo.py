@@ -6,7 +6,8 @@ sample-quality metric against held-out data, the reverse effort (analytic, and m
 trajectories), training and sampling time. mixDDPM appears twice: the default (the network sees the
 component and the centred input) and the paper-faithful variant whose network sees (x_t, t) only.
 `--full` trains longer, adds mixSGM vs SGM (VP) and the `arrivals` data. Writes results.md, results.json,
-sample and loss plots and config.json to the output directory it prints at the end. Whatever the numbers are, they are reported as measured.
+sample and loss plots and config.json to the output directory it prints at the end. Whatever the
+numbers are, they are reported as measured.
 
     mixdiff demo [--full] [--out DIR] [--seed S]      (or python -m mixdiff_ext.demo)
 """
