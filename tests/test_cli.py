@@ -123,7 +123,7 @@ def test_demo_full_models_on_arrivals(tmp_path):
     rows = json.loads((out / "results.json").read_text())
     assert [r["model"] for r in rows] == ["DDPM", "mixDDPM", "mixDDPM (x_t, t only)", "SGM (VP)", "mixSGM (VP)"]
     assert all(np.isfinite(r["sliced_w2"]) for r in rows)
-    assert all(r["sampler"] == "dpmsolver++2-20, clip auto" for r in rows)  # every model, the SGMs (VP) too
+    assert all(r["sampler"] == "sde-dpmsolver++2-20, clip auto" for r in rows)  # every model, the SGMs (VP) too
 
 
 def test_conditioning_demo_tiny(tmp_path, capsys):

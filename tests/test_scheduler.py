@@ -677,14 +677,14 @@ def test_bad_call_arguments():
 # clip_sample="auto": the data support, per component
 # --------------------------------------------------------------------------------------------------
 def _wild_step(o, x, labels, t):
-    """A step whose eps_hat throws x0_hat far out: the clip decides where it lands."""
-    return o.step(torch.full_like(x, 40.0), t, x, labels=labels, noise=torch.zeros_like(x))
+    """A step whose eps_hat throws x0_hat far out, at every noise level: the clip decides where it lands."""
+    return o.step(torch.full_like(x, 1e4), t, x, labels=labels, noise=torch.zeros_like(x))
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++"])
 def test_clip_auto_learns_boxes_from_add_noise(sampler):
     prior = GaussianMixturePrior(torch.tensor([[-5.0, 0.0], [5.0, 2.0]], dtype=F64), torch.tensor([0.5, 0.5], dtype=F64))
-    o = MixtureNoiseScheduler(prior, sampler=sampler, clip_margin=0.0)
+    o = MixtureNoiseScheduler(prior, sampler=sampler)
     o.set_timesteps(10)
     x, labels = o.sample_prior(64, seed=0)
     with pytest.warns(UserWarning, match="learned no data support"):
@@ -698,21 +698,25 @@ def test_clip_auto_learns_boxes_from_add_noise(sampler):
     got = _wild_step(o, x, labels, o.timesteps[0]).pred_original_sample
     for k in range(2):
         rows = x0[fitted == k]
-        # eps_hat = +40 drives x0_hat far below: clipped to the lower corner of component k's own box
+        # eps_hat = +1e4 drives x0_hat far below: clipped to the lower corner of component k's own box
         assert torch.equal(got[labels == k], rows.amin(0).expand_as(got[labels == k]))
 
 
 def test_clip_auto_with_given_support_and_bad_support():
     lo, hi = torch.tensor([[-1.0, -2.0]]), torch.tensor([[0.5, 3.0]])
-    o = MixtureNoiseScheduler(sampler="ddim", support=(lo, hi), clip_margin=0.0)
+    o = MixtureNoiseScheduler(sampler="ddim", support=(lo, hi))
     o.set_timesteps(10)
     x = randn(8, 2, seed=0)
     got = _wild_step(o, x, None, o.timesteps[0]).pred_original_sample
     assert torch.equal(got, lo.to(F64).expand(8, 2))
-    wide = MixtureNoiseScheduler(sampler="ddim", support=(lo, hi))  # the default margin, 0.1 of the width
-    wide.set_timesteps(10)
-    assert torch.allclose(_wild_step(wide, x, None, wide.timesteps[0]).pred_original_sample,
-                          (lo - 0.1 * (hi - lo)).to(F64).expand(8, 2))
+    for sampler in ("ddpm", "ddim", "dpmsolver++"):
+        # a margin of 0.1 of the width on every step but the last, which clips to the box itself
+        wide = MixtureNoiseScheduler(sampler=sampler, support=(lo, hi), clip_margin=0.1)
+        wide.set_timesteps(10)
+        got_x0 = [_wild_step(wide, x, None, t).pred_original_sample for t in wide.timesteps]
+        for x0 in got_x0[:-1]:
+            assert torch.allclose(x0, (lo - 0.1 * (hi - lo)).to(F64).expand(8, 2))
+        assert torch.equal(got_x0[-1], lo.to(F64).expand(8, 2))
     o.add_noise_with_labels(randn(8, 2, seed=1) * 100, torch.full((8,), 10), seed=0)  # given boxes stay
     assert torch.equal(_wild_step(o, x, None, o.timesteps[0]).pred_original_sample, got)
     with pytest.raises(TypeError, match="support must be a"):

@@ -28,6 +28,7 @@ from . import metrics, sampling
 from .pipeline import (MODEL_KINDS, build_model, default_config, fit_prior, load_data, load_run, plot_samples,
                        save_json, save_run)
 from .prior import GaussianMixturePrior
+from .schedules import DEFAULT_SAMPLER
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -110,10 +111,10 @@ def cmd_sample(args) -> None:
     if config["model"].endswith("sgm"):
         # DPM-Solver++ needs the VP SDE; VE keeps the reverse SDE
         vp = config["sde"] == "vp"
-        sampler = args.sampler or ("dpmsolver++" if vp else "euler_maruyama")
+        sampler = args.sampler or (DEFAULT_SAMPLER if vp else "euler_maruyama")
         kw.update(sampler=sampler, steps=args.steps or (20 if sampler.endswith("dpmsolver++") else 1000))
     else:
-        kw.update(sampler=args.sampler or "dpmsolver++", eta=args.eta)
+        kw.update(sampler=args.sampler or DEFAULT_SAMPLER, eta=args.eta)
     t0 = time.perf_counter()
     x = model.sample(args.n, **kw)
     seconds = time.perf_counter() - t0
@@ -189,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory written by train")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--sampler", default=None,
-                   help="dpmsolver++ (default) | sde-dpmsolver++ | ancestral | ddim (ddpm models); dpmsolver++ "
-                        "(default for VP) | sde-dpmsolver++ | euler_maruyama (default for VE) | pc | ode (sgm models)")
+                   help="sde-dpmsolver++ (default) | dpmsolver++ | ancestral | ddim (ddpm models); sde-dpmsolver++ "
+                        "(default for VP) | dpmsolver++ | euler_maruyama (default for VE) | pc | ode (sgm models)")
     p.add_argument("--steps", type=int, default=None,
                    help="default: 20 for DPM-Solver++, all T for ancestral / ddim, 1000 for the SDE samplers")
     p.add_argument("--order", type=int, default=2, choices=(1, 2, 3), help="DPM-Solver++ order")
@@ -198,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", default="auto", choices=("auto", "none"),
                    help="auto: clip x0_hat to each component's training-data box (default); none: no clipping")
     p.add_argument("--clip-margin", type=float, default=sampling.DEFAULT_CLIP_MARGIN,
-                   help="relative margin of the boxes (default %(default)s)")
+                   help="relative margin of the boxes on all steps but the last (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="chunk size; the result does not depend on it")
     p.add_argument("--device", default="cpu")

@@ -35,7 +35,7 @@ from ._random import check_offset, resolve_seed
 from ._reference import apply_factor  # pure-torch, differentiable A_j v (x0_hat for the auxiliary term)
 from .conditioning import GMMConditioner, aux_ngmg_loss, check_conditioning, condition_vectors, guided, kept_rows
 from .prior import GaussianMixturePrior
-from .schedules import VESDE, VPSDE, DiscreteSchedule, PlanStep, check_prediction_type
+from .schedules import DEFAULT_SAMPLER, VESDE, VPSDE, DiscreteSchedule, PlanStep, check_prediction_type
 
 __all__ = ["MixDDPM", "MixSGM", "Sampled", "ve_sigma_max"]
 
@@ -400,21 +400,21 @@ class MixDDPM(_MixtureDiffusion):
             raise TypeError(f"t must hold integer timesteps for MixDDPM, got dtype {t.dtype}")
         return self.schedule.forward_coefficients(t)
 
-    def plan(self, steps: int | None = None, sampler: str = "dpmsolver++", eta: float = 0.0, order: int = 2,
+    def plan(self, steps: int | None = None, sampler: str = DEFAULT_SAMPLER, eta: float = 0.0, order: int = 2,
              spacing: str | None = None) -> list[PlanStep]:
         """The steps of a sampler (DiscreteSchedule.plan with the model's variance_type and prediction_type)."""
         return self.schedule.plan(steps, sampler, eta=eta, variance_type=self.variance_type, spacing=spacing,
                                   order=order, prediction_type=self.prediction_type)
 
-    def sample(self, n: int, steps: int | None = None, sampler: str = "dpmsolver++", eta: float = 0.0,
+    def sample(self, n: int, steps: int | None = None, sampler: str = DEFAULT_SAMPLER, eta: float = 0.0,
                order: int = 2, spacing: str | None = None, return_trajectory: bool = False,
                return_labels: bool = False, **options):
         """n samples [n, *sample_shape] by `steps` reverse steps, each trajectory centred on its drawn
         component. With return_labels / return_trajectory returns Sampled(samples, labels, initial, trajectory).
 
-        sampler: "dpmsolver++" (default: multistep DPM-Solver++ of `order` 2 or 3, deterministic, 20 steps
-        when steps is None), "sde-dpmsolver++" (its stochastic variant), "ancestral" (DDPM) or "ddim" (eta);
-        the last two take all T steps when steps is None. spacing: the timesteps' spacing, "leading",
+        sampler: "sde-dpmsolver++" (default: multistep SDE-DPM-Solver++ of `order` 2 or 3, 20 steps when
+        steps is None), "dpmsolver++" (its deterministic variant, as many steps), "ancestral" (DDPM) or
+        "ddim" (eta); the last two take all T steps when steps is None. spacing: the timesteps' spacing, "leading",
         "trailing" or "linspace" (default: "leading" for ancestral / DDIM, "linspace" for the solvers, as
         diffusers' schedulers); DiscreteSchedule.plan has the details.
 
@@ -423,11 +423,14 @@ class MixDDPM(_MixtureDiffusion):
             batch_size: rows per chunk (default: CPU_CHUNK_ROWS on the CPU, all n on a GPU); it changes
                 nothing but the network's float rounding.
             clip: "auto" (default) clips x0_hat to the trajectory's component box learned from the training
-                data (widened by clip_margin times its width; an untrained model samples unclipped and warns
-                once); None: no clipping; (lo, hi): fixed bounds in data space (numbers or tensors
+                data: widened by clip_margin times its width on every step but the last, the box itself on
+                the last, so samples stay in it (MixSGM's euler_maruyama, ode and pc: within one Euler
+                step of it; an untrained model samples unclipped and warns once);
+                None: no clipping; (lo, hi): fixed bounds in data space (numbers or tensors
                 broadcastable to [K, D]). With clipping, every sampler's eps_hat is re-derived from the
                 clipped x0_hat (docs/method.md, "Sampling").
-            clip_margin: relative margin of the learned boxes (default sampling.DEFAULT_CLIP_MARGIN = 0.1).
+            clip_margin: relative margin of the learned boxes for the intermediate x0_hat (default
+                sampling.DEFAULT_CLIP_MARGIN = 0).
             cond: condition vectors [n, cond_dim]; or conditions: attributes [n, M] / class ids [n] that
                 the model's conditioner turns into condition vectors (drawn, batch-invariantly).
             guidance_scale: classifier-free guidance weight w (1: plain conditional sampling).
@@ -438,7 +441,7 @@ class MixDDPM(_MixtureDiffusion):
         return self._sample(n, plan, _sampling_options(**options), f"{sampler} sampling", return_labels,
                             return_trajectory)
 
-    def reverse_effort(self, n: int, steps: int | None = None, sampler: str = "dpmsolver++", eta: float = 0.0,
+    def reverse_effort(self, n: int, steps: int | None = None, sampler: str = DEFAULT_SAMPLER, eta: float = 0.0,
                        order: int = 2, spacing: str | None = None, progress: bool = False, **options) -> float:
         """The empirical reverse effort: mean ||x_T - x_0||^2 over n sampled trajectories (arguments and
         options as for sample)."""

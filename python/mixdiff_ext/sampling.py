@@ -6,12 +6,14 @@ models' `sample`), `MixtureNoiseScheduler.step` calls it once per user step. Bot
 x0_hat of the multistep solvers the same way.
 
 Data-support clipping (docs/method.md, "Sampling"): a model learns the bounding box of each component's
-training points (`update_support`); `support_bounds` turns the boxes into the op's per-component bounds.
+training points (`update_support`); `support_bounds` turns the boxes into the op's per-component bounds, and
+`resolve_clip` into a `Clip`: the intermediate x0_hat are clipped to the boxes widened by a margin, the last
+step's (the returned sample) to the boxes themselves.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -19,8 +21,8 @@ from . import ops
 from ._checks import check_real
 from .schedules import PlanStep, clipped_direction
 
-__all__ = ["DEFAULT_CLIP_MARGIN", "apply_step", "check_clip_margin", "history_length", "resolve_clip", "run_plan",
-           "support_bounds", "update_support"]
+__all__ = ["DEFAULT_CLIP_MARGIN", "Clip", "apply_step", "check_clip_margin", "history_length", "resolve_clip",
+           "run_plan", "support_bounds", "update_support"]
 
 
 def history_length(step: PlanStep) -> int:
@@ -45,7 +47,7 @@ def apply_step(x: torch.Tensor, model_output: torch.Tensor, labels: torch.Tensor
 
 def run_plan(predict: Callable[[torch.Tensor, float], torch.Tensor], x: torch.Tensor, labels: torch.Tensor,
              plan: list[PlanStep], means: torch.Tensor, cov_factor: torch.Tensor | None, covariance_type: str, *,
-             seed: int, offset: int = 0, prediction_type: str = "epsilon", clip=None,
+             seed: int, offset: int = 0, prediction_type: str = "epsilon", clip: Clip | None = None,
              on_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """Runs `plan` from x (x_T, flat rows) and returns x_0. predict(x, net_time) gives the network output.
     With clipping, A eps_hat is re-derived from the clipped y0_hat (`schedules.clipped_direction`) so that
@@ -54,10 +56,11 @@ def run_plan(predict: Callable[[torch.Tensor, float], torch.Tensor], x: torch.Te
         plan = [clipped_direction(s) for s in plan]
     keep = max((history_length(s) for s in plan), default=0)
     history: list[torch.Tensor] = []
-    for step in plan:
+    for i, step in enumerate(plan):
         out = predict(x, step.net_time)
+        bounds = None if clip is None else clip.at(final=i == len(plan) - 1)
         x, x0 = apply_step(x, out, labels, means, cov_factor, covariance_type, step, seed=seed, offset=offset,
-                           prediction_type=prediction_type, clip=clip, x0_history=history, return_x0=keep > 0)
+                           prediction_type=prediction_type, clip=bounds, x0_history=history, return_x0=keep > 0)
         if keep:
             history = [x0] + history[:keep - 1]
         if on_step is not None:
@@ -68,11 +71,22 @@ def run_plan(predict: Callable[[torch.Tensor, float], torch.Tensor], x: torch.Te
 # --------------------------------------------------------------------------------------------------
 # data support
 # --------------------------------------------------------------------------------------------------
-# The learned boxes are widened by this fraction of their width on each side: bench/bench_quality.py
-# (2026-12-04, README) found 0.1 keeps the default 20-step solver within 10% of ancestral-1000 on all
-# four datasets, where 0 lost 50% on digits (pixels pile up on tight box faces) and 0.2 lost up to 9%
-# on gmm1d.
-DEFAULT_CLIP_MARGIN = 0.1
+# The intermediate x0_hat may be clipped to the boxes widened by this fraction of their width on each
+# side; the last step clips to the boxes themselves, so samples stay in the data's range. Default 0: a
+# margin of 0.1 cost 15% on mix16 and 25% on arrivals at 20 steps and gained 3% on digits (README,
+# "The margin", 2026-12-04).
+DEFAULT_CLIP_MARGIN = 0.0
+
+
+class Clip(NamedTuple):
+    """The op's (lo, hi) bounds for a trajectory: `steps` for the x0_hat of every step but the last,
+    `final` for the last step's, which is the returned sample."""
+
+    steps: tuple
+    final: tuple
+
+    def at(self, final: bool) -> tuple:
+        return self.final if final else self.steps
 
 
 def check_clip_margin(margin) -> float:
@@ -108,20 +122,23 @@ def support_bounds(lo: torch.Tensor, hi: torch.Tensor,
     return lo - margin * width, hi + margin * width
 
 
-def resolve_clip(clip, clip_margin, lo: torch.Tensor, hi: torch.Tensor, owner: object):
-    """The op's clip for a sampling option: "auto" -> the learned boxes (None, with one warning per owner,
-    when none was learned), None -> None, (lo, hi) -> as given."""
+def resolve_clip(clip, clip_margin, lo: torch.Tensor, hi: torch.Tensor, owner: object) -> Clip | None:
+    """The Clip of a sampling option: "auto" -> the learned boxes, widened by clip_margin but for the last
+    step (None, with one warning per owner, when none was learned); None -> None; (lo, hi) -> those bounds
+    at every step."""
     if isinstance(clip, str):
         if clip != "auto":
             raise ValueError(f"clip must be 'auto', None or a (lo, hi) pair, got {clip!r}")
-        bounds = support_bounds(lo, hi, clip_margin)
-        if bounds is None and not getattr(owner, "_warned_no_support", False):
-            warnings.warn(f"{type(owner).__name__} has learned no data support (it never saw training data): "
-                          "sampling unclipped; pass clip=None to silence this", stacklevel=3)
-            owner._warned_no_support = True
-        return bounds
+        widened = support_bounds(lo, hi, clip_margin)
+        if widened is None:
+            if not getattr(owner, "_warned_no_support", False):
+                warnings.warn(f"{type(owner).__name__} has learned no data support (it never saw training "
+                              "data): sampling unclipped; pass clip=None to silence this", stacklevel=3)
+                owner._warned_no_support = True
+            return None
+        return Clip(widened, support_bounds(lo, hi, 0.0))
     if clip is None:
         return None
     if not isinstance(clip, (tuple, list)) or len(clip) != 2:
         raise TypeError(f"clip must be 'auto', None or a (lo, hi) pair, got {type(clip).__name__}")
-    return tuple(clip)
+    return Clip(tuple(clip), tuple(clip))

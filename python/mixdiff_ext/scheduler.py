@@ -113,8 +113,9 @@ class MixtureNoiseScheduler:
             never clips. All samplers.
         support: (lo, hi) bounds broadcastable to [K, D] for clip_sample="auto" (e.g. a trained model's
             support_lo / support_hi).
-        clip_margin: clip_sample="auto" widens the boxes by this fraction of their width on each side
-            (default sampling.DEFAULT_CLIP_MARGIN = 0.1, the models' default).
+        clip_margin: clip_sample="auto" widens the boxes by this fraction of their width on each side on
+            every step but the trajectory's last (default sampling.DEFAULT_CLIP_MARGIN = 0, the models'
+            default); the last step (to timestep < 0, or the solver plan's end) clips to the boxes.
         sampler: "ddpm" (ancestral, diffusers' DDPMScheduler), "ddim" (DDIMScheduler), "dpmsolver++" or
             "sde-dpmsolver++" (DPMSolverMultistepScheduler with that algorithm_type).
         prediction_type: "epsilon", "sample" or "v_prediction" (diffusers' meanings, in y = x - mu_j).
@@ -462,13 +463,14 @@ class MixtureNoiseScheduler:
             self._support = lo, hi = lo.to(device), hi.to(device)
         return lo, hi
 
-    def _clip(self, k: int, dim: int, device):
+    def _clip(self, k: int, dim: int, device) -> sampling.Clip | None:
         clip = self.config.clip_sample
         if clip == "auto":
             lo, hi = self._support_boxes(k, dim, device)
             return sampling.resolve_clip("auto", self.config.clip_margin, lo, hi, self)
         if clip:
-            return (-self.config.clip_sample_range, self.config.clip_sample_range)
+            bound = (-self.config.clip_sample_range, self.config.clip_sample_range)
+            return sampling.Clip(bound, bound)
         return None
 
     def step_coefficients(self, timestep, eta: float | None = None,
@@ -564,10 +566,13 @@ class MixtureNoiseScheduler:
         if history and history[0].shape != x.shape:
             raise ValueError(f"sample has shape {tuple(x_in.shape)} but the trajectory's earlier steps had "
                              f"{tuple(history[0].shape)} rows x features: call set_timesteps to start a new one")
+        clip = self._clip(prior.n_components, dim, x.device)
+        # the trajectory's last step (its x0_hat is the returned sample) clips to the boxes themselves
+        final = index == len(self._plan) - 1 if index is not None else self.previous_timestep(plan_step.step_id) < 0
         prev, x0 = sampling.apply_step(x, out, labels, means, factor, prior.covariance_type, plan_step, seed=s,
                                        offset=offset, prediction_type=self.config.prediction_type,
-                                       clip=self._clip(prior.n_components, dim, x.device), x0_history=history,
-                                       noise=z, return_x0=True)
+                                       clip=None if clip is None else clip.at(final), x0_history=history, noise=z,
+                                       return_x0=True)
         if index is not None:
             self._x0_history = [x0] + history[:1]
             self._step_index = index + 1

@@ -44,6 +44,9 @@ VARIANCE_TYPES = ("fixed_small", "fixed_large")
 DDPM_SAMPLERS = ("ancestral", "ddim", "dpmsolver++", "sde-dpmsolver++")
 SGM_SAMPLERS = ("euler_maruyama", "pc", "ode", "dpmsolver++", "sde-dpmsolver++")
 DEFAULT_SOLVER_STEPS = 20  # steps=None for the DPM-Solver++ samplers (bench/bench_quality.py)
+# MixDDPM's, the demo's and the CLI's sampler: at 20 steps the stochastic variant is within 10% of
+# ancestral-1000 (clipped alike) where the deterministic one stalls at 4x on mix16 (README, 2026-12-04)
+DEFAULT_SAMPLER = "sde-dpmsolver++"
 _BETA_TILDE_MIN = 1e-20  # the posterior variance is clamped here (as diffusers' DDPMScheduler does)
 
 
