@@ -28,7 +28,7 @@ from . import metrics, sampling
 from .pipeline import (MODEL_KINDS, build_model, default_config, fit_prior, load_data, load_run, plot_samples,
                        save_json, save_run)
 from .prior import GaussianMixturePrior
-from .schedules import DEFAULT_SAMPLER
+from .schedules import DEFAULT_SAMPLER, DEFAULT_SOLVER_STEPS
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -112,7 +112,8 @@ def cmd_sample(args) -> None:
         # DPM-Solver++ needs the VP SDE; VE keeps the reverse SDE
         vp = config["sde"] == "vp"
         sampler = args.sampler or (DEFAULT_SAMPLER if vp else "euler_maruyama")
-        kw.update(sampler=sampler, steps=args.steps or (20 if sampler.endswith("dpmsolver++") else 1000))
+        kw.update(sampler=sampler,
+                  steps=args.steps or (DEFAULT_SOLVER_STEPS if sampler.endswith("dpmsolver++") else 1000))
     else:
         kw.update(sampler=args.sampler or DEFAULT_SAMPLER, eta=args.eta)
     t0 = time.perf_counter()

@@ -118,6 +118,10 @@ def support_bounds(lo: torch.Tensor, hi: torch.Tensor,
         return None
     lo = torch.where(seen[:, None], lo, lo[seen].amin(0))
     hi = torch.where(seen[:, None], hi, hi[seen].amax(0))
+    return _widened(lo, hi, margin)
+
+
+def _widened(lo: torch.Tensor, hi: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
     width = hi - lo
     return lo - margin * width, hi + margin * width
 
@@ -129,14 +133,15 @@ def resolve_clip(clip, clip_margin, lo: torch.Tensor, hi: torch.Tensor, owner: o
     if isinstance(clip, str):
         if clip != "auto":
             raise ValueError(f"clip must be 'auto', None or a (lo, hi) pair, got {clip!r}")
-        widened = support_bounds(lo, hi, clip_margin)
-        if widened is None:
+        clip_margin = check_clip_margin(clip_margin)
+        exact = support_bounds(lo, hi, 0.0)
+        if exact is None:
             if not getattr(owner, "_warned_no_support", False):
                 warnings.warn(f"{type(owner).__name__} has learned no data support (it never saw training "
                               "data): sampling unclipped; pass clip=None to silence this", stacklevel=3)
                 owner._warned_no_support = True
             return None
-        return Clip(widened, support_bounds(lo, hi, 0.0))
+        return Clip(_widened(*exact, clip_margin), exact)
     if clip is None:
         return None
     if not isinstance(clip, (tuple, list)) or len(clip) != 2:

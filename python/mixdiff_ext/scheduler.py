@@ -479,8 +479,9 @@ class MixtureNoiseScheduler:
         those of the next step of the solver's plan."""
         return self._plan_step(timestep, eta, use_clipped_model_output)[0].coefficients
 
-    def _plan_step(self, timestep, eta, use_clipped_model_output) -> tuple[PlanStep, int | None]:
-        """(PlanStep, index in the solver's plan or None) of a step at `timestep`."""
+    def _plan_step(self, timestep, eta, use_clipped_model_output) -> tuple[PlanStep, int | None, bool]:
+        """(PlanStep, index in the solver's plan or None, whether it is the trajectory's last step: the end
+        of the solver's plan, or the step to a timestep < 0) of a step at `timestep`."""
         t = self._check_timestep(timestep)
         use_clipped_model_output = _check_bool(use_clipped_model_output, "use_clipped_model_output")
         c = self.config
@@ -499,7 +500,7 @@ class MixtureNoiseScheduler:
             if int(self._plan[i].step_id) != t:
                 raise ValueError(f"DPM-Solver++ steps through its timesteps in order: expected timestep "
                                  f"{self._plan[i].step_id}, got {t}")
-            return self._plan[i], i
+            return self._plan[i], i, i == len(self._plan) - 1
         prev_t = self.previous_timestep(t)
         if c.sampler == "ddpm":
             coefs = self.schedule.ancestral_coefficients(t, prev_t, c.variance_type, c.prediction_type)
@@ -510,7 +511,7 @@ class MixtureNoiseScheduler:
             coefs = self.schedule.ddim_coefficients(t, prev_t, eta, use_clipped_model_output,
                                                     float(self.final_alpha_cumprod), c.prediction_type)
         abar = float(self.alphas_cumprod[t])
-        return PlanStep(float(t), coefs, t, abar**0.5, (1.0 - abar) ** 0.5), None
+        return PlanStep(float(t), coefs, t, abar**0.5, (1.0 - abar) ** 0.5), None, prev_t < 0
 
     def step(
         self,
@@ -545,7 +546,7 @@ class MixtureNoiseScheduler:
         out_in = _same_layout(model_output, x_in, "model_output")
         x, out = _flat(x_in), _flat(out_in)
         n, dim = x.shape
-        plan_step, index = self._plan_step(timestep, eta, use_clipped_model_output)
+        plan_step, index, last = self._plan_step(timestep, eta, use_clipped_model_output)
         prior, means, factor = self._prior(dim, x.device)
         labels = self._labels(labels, n, prior.n_components, x.device, required=True)
         offset = check_offset("offset", offset)
@@ -568,10 +569,9 @@ class MixtureNoiseScheduler:
                              f"{tuple(history[0].shape)} rows x features: call set_timesteps to start a new one")
         clip = self._clip(prior.n_components, dim, x.device)
         # the trajectory's last step (its x0_hat is the returned sample) clips to the boxes themselves
-        final = index == len(self._plan) - 1 if index is not None else self.previous_timestep(plan_step.step_id) < 0
         prev, x0 = sampling.apply_step(x, out, labels, means, factor, prior.covariance_type, plan_step, seed=s,
                                        offset=offset, prediction_type=self.config.prediction_type,
-                                       clip=None if clip is None else clip.at(final), x0_history=history, noise=z,
+                                       clip=None if clip is None else clip.at(last), x0_history=history, noise=z,
                                        return_x0=True)
         if index is not None:
             self._x0_history = [x0] + history[:1]
