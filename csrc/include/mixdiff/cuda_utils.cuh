@@ -454,4 +454,44 @@ __device__ __forceinline__ void for_each_tile_item(int rows, int64_t per_row, Fn
   }
 }
 
+// The row tiles of the noise kernels: block b takes tiles b, b + gridDim.x, ... of `tile` consecutive rows
+// of n and calls fn(base, rows) for each (rows: the tile's row count) after a barrier (the previous tile's
+// readers of shared memory are done).
+template <class Fn>
+__device__ __forceinline__ void for_each_row_tile(int64_t n, int tile, Fn&& fn) {
+  const int64_t tiles = ceil_div(n, tile);
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t base = t * tile;
+    const int rows = static_cast<int>(n - base < tile ? n - base : tile);
+    __syncthreads();
+    fn(base, rows);
+  }
+}
+
+// The common tile of the noise kernels: stage(base, rows) writes comp_s[r], the component of row base + r
+// (and whatever else the items read), a barrier publishes it, then item(i, k, c) runs for every item
+// c < per_row of every row i = base + r of the tile, k = comp_s[r] (for_each_tile_item).
+template <class Stage, class Item>
+__device__ __forceinline__ void for_each_row_tile_item(int64_t n, int tile, int64_t per_row, const int64_t* comp_s,
+                                                       Stage&& stage, Item&& item) {
+  for_each_row_tile(n, tile, [&](int64_t base, int rows) {
+    stage(base, rows);
+    __syncthreads();
+    for_each_tile_item(rows, per_row, [&](int r, int64_t c) { item(base + r, comp_s[r], c); });
+  });
+}
+
+// Thread r < rows: comp_s[r] = k_of(base + r), the component of the tile's row base + r, also stored to
+// labels_out[base + r] unless labels_out is null.
+template <class KOf>
+__device__ __forceinline__ void stage_components(int64_t base, int rows, int64_t* comp_s, int64_t* labels_out,
+                                                 KOf&& k_of) {
+  const int r = threadIdx.x;
+  if (r < rows) {
+    const int64_t k = k_of(base + r);
+    comp_s[r] = k;
+    if (labels_out != nullptr) labels_out[base + r] = k;
+  }
+}
+
 }  // namespace mixdiff::cuda

@@ -1,11 +1,7 @@
 // assign_nearest: CUDA dispatch (torch glue, host compiler). Kernels in assign_nearest_cuda.cu.
-#include "common.h"
+#include "dispatch.h"
 #include "assign_nearest/assign_nearest.h"
 #include "assign_nearest/assign_nearest_cuda.h"
-
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 namespace mixdiff::ops {
 
@@ -13,22 +9,26 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> assign_nearest_cuda(const at::Tensor& x_in, const at::Tensor& centres_in) {
   auto [labels, sqdist] = assign_nearest_checked(x_in, centres_in);
-  const int64_t N = x_in.size(0), D = x_in.size(1), K = centres_in.size(0);
-  if (N == 0) return {labels, sqdist};
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  // Reached through the device key when any argument is on the device; the checks tie the others to x's.
+  device::check_on_device("assign_nearest", x_in, "x");
   const auto dtype = compute_dtype(x_in);
-  const at::Tensor x = prepared(x_in, dtype), centres = prepared(centres_in, dtype);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "assign_nearest_cuda", [&] {
-    C10_CUDA_CHECK(cuda::assign_nearest_launch<scalar_t>(x.data_ptr<scalar_t>(), centres.data_ptr<scalar_t>(), N, K,
-                                                         D, labels.data_ptr<int64_t>(), sqdist.data_ptr<scalar_t>(),
-                                                         stream));
+  device::launch("assign_nearest", x_in, dtype, x_in.size(0), [&]<class T>(cudaStream_t stream) {
+    const at::Tensor x = prepared(x_in, dtype), centres = prepared(centres_in, dtype);
+    cuda::AssignNearestParams<T> p;
+    p.x = x.data_ptr<T>();
+    p.centres = centres.data_ptr<T>();
+    p.N = x.size(0);
+    p.K = centres.size(0);
+    p.D = x.size(1);
+    p.labels = labels.data_ptr<int64_t>();
+    p.sqdist = sqdist.data_ptr<T>();
+    return cuda::assign_nearest_launch<T>(p, stream);
   });
   return {labels, sqdist};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(mixdiff, CUDA, m) { m.impl("assign_nearest", &assign_nearest_cuda); }
+MIXDIFF_DEVICE_LIBRARY_IMPL(m) { m.impl("assign_nearest", &assign_nearest_cuda); }
 
 }  // namespace mixdiff::ops

@@ -12,59 +12,44 @@ template <class T, int DC>
 using NearestStreamer = SeparableStreamer<T, CovType::Identity, DC, kCompTile<T>>;
 
 template <class T, int DC>
-struct AssignArgs {
-  typename NearestStreamer<T, DC>::Layout layout;
-  const T* x;
-  const T* centres;
-  int64_t N, K, D;
-  int64_t* labels;
-  T* sqdist;
-};
-
-template <class T, int DC>
-__global__ void __launch_bounds__(kThreads) assign_nearest_kernel(const AssignArgs<T, DC> a) {
-  NearestStreamer<T, DC> st(a.layout, a.x, a.centres, nullptr, a.N, a.D);
-  const int64_t tiles = ceil_div(a.N, kThreads);
+__global__ void __launch_bounds__(kThreads) assign_nearest_kernel(
+    const AssignNearestParams<T> p, const typename NearestStreamer<T, DC>::Layout layout) {
+  NearestStreamer<T, DC> st(layout, p.x, p.centres, nullptr, p.N, p.D);
+  const int64_t tiles = ceil_div(p.N, kThreads);
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int64_t base = tile * kThreads, n = base + threadIdx.x;
     ArgMin<T> best;
-    st.run(base, 0, a.K, [&](int, int64_t k, T d) { best.push(d, k); });
-    if (n < a.N) {
+    st.run(base, 0, p.K, [&](int, int64_t k, T d) { best.push(d, k); });
+    if (n < p.N) {
       // A row whose distances are all NaN compares with nothing: label 0, distance NaN.
-      a.labels[n] = best.index < 0 ? 0 : best.index;
-      a.sqdist[n] = best.index < 0 ? T(NAN) : best.value;
+      p.labels[n] = best.index < 0 ? 0 : best.index;
+      p.sqdist[n] = best.index < 0 ? T(NAN) : best.value;
     }
   }
 }
 
 template <class T, int DC>
-cudaError_t launch(const T* x, const T* centres, int64_t N, int64_t K, int64_t D, int64_t* labels, T* sqdist,
-                   cudaStream_t stream) {
-  AssignArgs<T, DC> a;
+cudaError_t launch(const AssignNearestParams<T>& p, cudaStream_t stream) {
   SmemCarver c;
-  a.layout = NearestStreamer<T, DC>::carve(c);
-  a.x = x; a.centres = centres; a.N = N; a.K = K; a.D = D; a.labels = labels; a.sqdist = sqdist;
-  const unsigned blocks = grid_blocks(ceil_div(N, kThreads), int64_t(1) << 20);
-  assign_nearest_kernel<T, DC><<<blocks, kThreads, c.bytes, stream>>>(a);
+  const auto layout = NearestStreamer<T, DC>::carve(c);
+  const unsigned blocks = grid_blocks(ceil_div(p.N, kThreads), int64_t(1) << 20);
+  assign_nearest_kernel<T, DC><<<blocks, kThreads, c.bytes, stream>>>(p, layout);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 template <class T>
-cudaError_t assign_nearest_launch(const T* x, const T* centres, int64_t N, int64_t K, int64_t D, int64_t* labels,
-                                  T* sqdist, cudaStream_t stream) {
-  if (N <= 0) return cudaSuccess;
-  switch (pick_dim_chunk<T>(D)) {
-    case 8: return launch<T, 8>(x, centres, N, K, D, labels, sqdist, stream);
-    case 16: return launch<T, 16>(x, centres, N, K, D, labels, sqdist, stream);
-    default: return launch<T, kMaxDimChunk<T>>(x, centres, N, K, D, labels, sqdist, stream);
+cudaError_t assign_nearest_launch(const AssignNearestParams<T>& p, cudaStream_t stream) {
+  if (p.N <= 0) return cudaSuccess;
+  switch (pick_dim_chunk<T>(p.D)) {
+    case 8: return launch<T, 8>(p, stream);
+    case 16: return launch<T, 16>(p, stream);
+    default: return launch<T, kMaxDimChunk<T>>(p, stream);
   }
 }
 
-template cudaError_t assign_nearest_launch<float>(const float*, const float*, int64_t, int64_t, int64_t, int64_t*,
-                                                  float*, cudaStream_t);
-template cudaError_t assign_nearest_launch<double>(const double*, const double*, int64_t, int64_t, int64_t, int64_t*,
-                                                   double*, cudaStream_t);
+template cudaError_t assign_nearest_launch<float>(const AssignNearestParams<float>&, cudaStream_t);
+template cudaError_t assign_nearest_launch<double>(const AssignNearestParams<double>&, cudaStream_t);
 
 }  // namespace mixdiff::cuda

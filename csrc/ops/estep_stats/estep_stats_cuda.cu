@@ -33,53 +33,48 @@ constexpr int64_t kSliceBudget = int64_t(1) << 24;  // float64 entries of the sl
 template <class T, CovType C, int DC>
 using EstepStreamer = ScoreStreamer<T, C, DC, kEstepTile<T>>;
 
+// The launch plan: the shared-memory pieces (streamer, g tile, staged x and shift chunks, accumulators) and
+// the tiling derived from the parameters.
 template <class T, CovType C, int DC>
-struct EstepArgs {
+struct EstepPlan {
   typename EstepStreamer<T, C, DC>::Layout layout;
   size_t gs = 0, xd = 0, xe = 0, shd = 0, she = 0, acc1 = 0, acc2 = 0;
   int ks = 1, ldg = 1;
   bool smem_acc = false;
-  int moments = 0;
-  const T* x;
-  const T* means;
-  const T* prec;
-  const T* offset;
-  const T* shift;
-  const T* log_lik;
-  int64_t N, K, D;
-  double* slices;        // [gridDim.x, slice_stride]
-  int64_t slice_stride;  // K + K*D + K*S2
+  int64_t slice_stride = 0;  // K + K*D + K*S2 doubles per slice of the workspace [gridDim.x, slice_stride]
 };
 
 // Adds a tile's partial sum to an entry owned by this thread (shared accumulator or the block's slice).
 __device__ __forceinline__ void add_entry(double* acc, int64_t idx, double v) { acc[idx] += v; }
 
+// params, not p: p is a point of the tile below.
 template <class T, CovType C, int DC>
-__global__ void __launch_bounds__(kThreads) estep_stats_kernel(const EstepArgs<T, C, DC> a) {
+__global__ void __launch_bounds__(kThreads) estep_stats_kernel(const EstepStatsParams<T> params,
+                                                               const EstepPlan<T, C, DC> plan) {
   constexpr int XS = DC + 1;  // padded row stride of the staged x chunks
-  EstepStreamer<T, C, DC> st(a.layout, a.x, a.means, a.prec, a.N, a.D);
-  T* gs = smem_at<T>(a.gs);
-  T* xd = smem_at<T>(a.xd);
-  T* xe = smem_at<T>(a.xe);
-  T* shd = smem_at<T>(a.shd);
-  T* she = smem_at<T>(a.she);
+  EstepStreamer<T, C, DC> st(plan.layout, params.x, params.means, params.prec, params.N, params.D);
+  T* gs = smem_at<T>(plan.gs);
+  T* xd = smem_at<T>(plan.xd);
+  T* xe = smem_at<T>(plan.xe);
+  T* shd = smem_at<T>(plan.shd);
+  T* she = smem_at<T>(plan.she);
   const int tid = threadIdx.x;
-  const int64_t N = a.N, K = a.K, D = a.D;
-  const int ldg = a.ldg;
-  const bool diag = a.moments == static_cast<int>(EstepMoments::Diag);
-  const bool full = a.moments == static_cast<int>(EstepMoments::Full);
-  const int64_t tiles = ceil_div(N, kThreads), ktiles = ceil_div(K, a.ks);
+  const int64_t N = params.N, K = params.K, D = params.D;
+  const int ldg = plan.ldg;
+  const bool diag = params.moments == EstepMoments::Diag;
+  const bool full = params.moments == EstepMoments::Full;
+  const int64_t tiles = ceil_div(N, kThreads), ktiles = ceil_div(K, plan.ks);
 
   for (int64_t kti = blockIdx.y; kti < ktiles; kti += gridDim.y) {
-    const int64_t kbeg = kti * a.ks, kend = kbeg + a.ks < K ? kbeg + a.ks : K;
+    const int64_t kbeg = kti * plan.ks, kend = kbeg + plan.ks < K ? kbeg + plan.ks : K;
     const int kn = static_cast<int>(kend - kbeg);
     const int64_t n1 = kn * D, n2 = full ? kn * D * D : diag ? kn * D : 0;
     // This block's slice: nk [K], then sum_x [K, D], then sum_xx [K, S2]; this component tile's part of it.
-    double* slice = a.slices + int64_t(blockIdx.x) * a.slice_stride;
+    double* slice = params.workspace + int64_t(blockIdx.x) * plan.slice_stride;
     double* g1 = slice + K + kbeg * D;
     double* g2 = n2 > 0 ? slice + K + K * D + kbeg * D * (full ? D : 1) : slice;  // unused when n2 = 0
-    double* s1 = a.smem_acc ? smem_at<double>(a.acc1) : g1;
-    double* s2 = a.smem_acc ? smem_at<double>(a.acc2) : g2;
+    double* s1 = plan.smem_acc ? smem_at<double>(plan.acc1) : g1;
+    double* s2 = plan.smem_acc ? smem_at<double>(plan.acc2) : g2;
     __syncthreads();  // the previous component tile's copy-out is done reading the accumulators
     for (int64_t i = tid; i < n1; i += kThreads) s1[i] = 0.0;
     for (int64_t i = tid; i < n2; i += kThreads) s2[i] = 0.0;
@@ -90,10 +85,10 @@ __global__ void __launch_bounds__(kThreads) estep_stats_kernel(const EstepArgs<T
       const int64_t base = tile * kThreads, n = base + tid;
       const int rows = static_cast<int>(N - base < kThreads ? N - base : kThreads);
       __syncthreads();  // the previous tile's passes are done reading gs, xd, xe, shd, she
-      const T ll_n = n < N ? a.log_lik[n] : T(0);
+      const T ll_n = n < N ? params.log_lik[n] : T(0);
       T* grow = gs + tid * ldg;
       st.run(base, kbeg, kend, [&](int j, int64_t k, T raw) {
-        const T s = score_of<T, C>(raw, a.offset, a.prec, k);
+        const T s = score_of<T, C>(raw, params.offset, params.prec, k);
         grow[j] = n < N ? fast_exp(s - ll_n) : T(0);
       });
       __syncthreads();  // gs complete
@@ -110,12 +105,12 @@ __global__ void __launch_bounds__(kThreads) estep_stats_kernel(const EstepArgs<T
         for (int i = tid; i < kThreads * DC; i += kThreads) {
           const int p = i / DC, d = i % DC;
           const int64_t gd = d0 + d;
-          xd[p * XS + d] = (p < rows && gd < D) ? a.x[(base + p) * D + gd] : T(0);
+          xd[p * XS + d] = (p < rows && gd < D) ? params.x[(base + p) * D + gd] : T(0);
         }
         for (int i = tid; i < kn * DC; i += kThreads) {
           const int j = i / DC, d = i % DC;
           const int64_t gd = d0 + d;
-          shd[i] = gd < D ? a.shift[(kbeg + j) * D + gd] : T(0);
+          shd[i] = gd < D ? params.shift[(kbeg + j) * D + gd] : T(0);
         }
         __syncthreads();
         for (int e = tid; e < kn * DC; e += kThreads) {
@@ -148,14 +143,14 @@ __global__ void __launch_bounds__(kThreads) estep_stats_kernel(const EstepArgs<T
               const int p = i / DC, d = i % DC;
               const int64_t gd = d0 + d, ge = e0 + d;
               const bool ok = p < rows;
-              xd[p * XS + d] = (ok && gd < D) ? a.x[(base + p) * D + gd] : T(0);
-              xe[p * XS + d] = (ok && ge < D) ? a.x[(base + p) * D + ge] : T(0);
+              xd[p * XS + d] = (ok && gd < D) ? params.x[(base + p) * D + gd] : T(0);
+              xe[p * XS + d] = (ok && ge < D) ? params.x[(base + p) * D + ge] : T(0);
             }
             for (int i = tid; i < kn * DC; i += kThreads) {
               const int j = i / DC, d = i % DC;
               const int64_t gd = d0 + d, ge = e0 + d;
-              shd[i] = gd < D ? a.shift[(kbeg + j) * D + gd] : T(0);
-              she[i] = ge < D ? a.shift[(kbeg + j) * D + ge] : T(0);
+              shd[i] = gd < D ? params.shift[(kbeg + j) * D + gd] : T(0);
+              she[i] = ge < D ? params.shift[(kbeg + j) * D + ge] : T(0);
             }
             __syncthreads();
             constexpr int DC2 = DC * DC;
@@ -177,7 +172,7 @@ __global__ void __launch_bounds__(kThreads) estep_stats_kernel(const EstepArgs<T
     }
 
     if (tid < kn) slice[kbeg + tid] = nk_acc;
-    if (a.smem_acc) {
+    if (plan.smem_acc) {
       __syncthreads();  // all owners are done updating their entries
       for (int64_t i = tid; i < n1; i += kThreads) g1[i] = s1[i];
       for (int64_t i = tid; i < n2; i += kThreads) g2[i] = s2[i];
@@ -199,83 +194,72 @@ cudaError_t estep_plan_slices(int64_t N, int64_t K, int64_t D, EstepMoments m, i
 }
 
 template <class T, CovType C, int DC>
-cudaError_t launch_estep(EstepMoments moments, const T* x, const T* means, const T* prec, const T* offset,
-                         const T* shift, const T* log_lik, int64_t N, int64_t K, int64_t D, double* slices,
-                         int64_t n_slices, int64_t stride, cudaStream_t stream) {
+cudaError_t launch_estep(const EstepStatsParams<T>& p, int64_t n_slices, int64_t stride, cudaStream_t stream) {
   int sms = 0, optin = 0;
   MIXDIFF_CUDA_TRY(device_limits(&sms, &optin));
   const size_t budget = static_cast<size_t>(optin) < kSmemTarget ? static_cast<size_t>(optin) : kSmemTarget;
   constexpr int XS = DC + 1;
+  const int64_t K = p.K, D = p.D;
+  const EstepMoments moments = p.moments;
   const bool full_m = moments == EstepMoments::Full;
 
   // Shared-memory plan for ks components per block: fixed parts, then float64 accumulators if they fit.
-  auto plan = [&](int ks, bool with_acc, EstepArgs<T, C, DC>& a) -> size_t {
+  EstepPlan<T, C, DC> plan;
+  auto carve = [&](int ks, bool with_acc) -> size_t {
     SmemCarver c;
-    a.ks = ks;
-    a.ldg = (ks & 1) ? ks : ks + 1;  // odd row stride: the per-thread writes of g hit distinct banks
+    plan.ks = ks;
+    plan.ldg = (ks & 1) ? ks : ks + 1;  // odd row stride: the per-thread writes of g hit distinct banks
     if constexpr (C != CovType::Full) {
-      a.layout = EstepStreamer<T, C, DC>::carve(c);
-      a.xd = a.layout.xs;  // the streamer's x chunk buffer has the same shape and is free by then
+      plan.layout = EstepStreamer<T, C, DC>::carve(c);
+      plan.xd = plan.layout.xs;  // the streamer's x chunk buffer has the same shape and is free by then
     } else {
-      a.xd = c.take<T>(int64_t(kThreads) * XS);
+      plan.xd = c.take<T>(int64_t(kThreads) * XS);
     }
-    a.gs = c.take<T>(int64_t(kThreads) * a.ldg);
-    a.xe = full_m ? c.take<T>(int64_t(kThreads) * XS) : a.xd;
-    a.shd = c.take<T>(int64_t(ks) * DC);
-    a.she = full_m ? c.take<T>(int64_t(ks) * DC) : a.shd;
+    plan.gs = c.take<T>(int64_t(kThreads) * plan.ldg);
+    plan.xe = full_m ? c.take<T>(int64_t(kThreads) * XS) : plan.xd;
+    plan.shd = c.take<T>(int64_t(ks) * DC);
+    plan.she = full_m ? c.take<T>(int64_t(ks) * DC) : plan.shd;
     if constexpr (C == CovType::Full) {
       const size_t left = c.bytes < budget ? budget - c.bytes : 0;
       const size_t part = left / 2 > 12 * 1024 ? 12 * 1024 : left / 2;
-      a.layout = FullStreamer<T>::carve(c, D, ks, part, part);
+      plan.layout = FullStreamer<T>::carve(c, D, ks, part, part);
     }
-    a.smem_acc = with_acc;
+    plan.smem_acc = with_acc;
     if (with_acc) {
       const int64_t per2 = moments == EstepMoments::Full ? D * D : moments == EstepMoments::Diag ? D : 0;
-      a.acc1 = c.take<double>(int64_t(ks) * D);
-      a.acc2 = c.take<double>(int64_t(ks) * per2);
+      plan.acc1 = c.take<double>(int64_t(ks) * D);
+      plan.acc2 = c.take<double>(int64_t(ks) * per2);
     }
     return c.bytes;
   };
 
-  EstepArgs<T, C, DC> a;
   const int ks0 = static_cast<int>(K < kEstepTile<T> ? K : kEstepTile<T>);
   size_t bytes = 0;
   bool found = false;
   for (int ks = ks0; ks >= 1 && !found; ks /= 2) {  // largest tile whose accumulators fit
-    bytes = plan(ks, true, a);
+    bytes = carve(ks, true);
     found = bytes <= budget;
   }
-  if (!found) bytes = plan(ks0, false, a);  // accumulate straight into the outputs
+  if (!found) bytes = carve(ks0, false);  // accumulate straight into the outputs
   if (bytes > budget) return cudaErrorInvalidConfiguration;  // not reached for the supported chunk sizes
+  plan.slice_stride = stride;
 
-  a.moments = static_cast<int>(moments);
-  a.x = x; a.means = means; a.prec = prec; a.offset = offset; a.shift = shift; a.log_lik = log_lik;
-  a.N = N; a.K = K; a.D = D; a.slices = slices; a.slice_stride = stride;
-
-  const int64_t ktiles = ceil_div(K, a.ks);
+  const int64_t ktiles = ceil_div(K, plan.ks);
   const unsigned gy = static_cast<unsigned>(ktiles < 65535 ? ktiles : 65535);
   const unsigned gx = static_cast<unsigned>(n_slices);
   if (bytes > 48 * 1024)
     MIXDIFF_CUDA_TRY(cudaFuncSetAttribute(estep_stats_kernel<T, C, DC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(bytes)));
-  estep_stats_kernel<T, C, DC><<<dim3(gx, gy), kThreads, bytes, stream>>>(a);
+  estep_stats_kernel<T, C, DC><<<dim3(gx, gy), kThreads, bytes, stream>>>(p, plan);
   return cudaGetLastError();
 }
 
 template <class T, CovType C>
-cudaError_t launch_dims(EstepMoments moments, const T* x, const T* means, const T* prec, const T* offset,
-                        const T* shift, const T* log_lik, int64_t N, int64_t K, int64_t D, double* slices,
-                        int64_t n_slices, int64_t stride, cudaStream_t stream) {
-  switch (pick_dim_chunk<T>(D)) {
-    case 8:
-      return launch_estep<T, C, 8>(moments, x, means, prec, offset, shift, log_lik, N, K, D, slices, n_slices, stride,
-                                   stream);
-    case 16:
-      return launch_estep<T, C, 16>(moments, x, means, prec, offset, shift, log_lik, N, K, D, slices, n_slices, stride,
-                                    stream);
-    default:
-      return launch_estep<T, C, kMaxDimChunk<T>>(moments, x, means, prec, offset, shift, log_lik, N, K, D, slices,
-                                                 n_slices, stride, stream);
+cudaError_t launch_dims(const EstepStatsParams<T>& p, int64_t n_slices, int64_t stride, cudaStream_t stream) {
+  switch (pick_dim_chunk<T>(p.D)) {
+    case 8: return launch_estep<T, C, 8>(p, n_slices, stride, stream);
+    case 16: return launch_estep<T, C, 16>(p, n_slices, stride, stream);
+    default: return launch_estep<T, C, kMaxDimChunk<T>>(p, n_slices, stride, stream);
   }
 }
 
@@ -291,49 +275,30 @@ cudaError_t estep_stats_workspace(int64_t N, int64_t K, int64_t D, EstepMoments 
 }
 
 template <class T>
-cudaError_t estep_stats_launch(CovType cov, EstepMoments moments, const T* x, const T* means, const T* prec,
-                               const T* offset, const T* shift, const T* log_lik, const double* block_ll,
-                               int64_t n_block_ll, int64_t N, int64_t K, int64_t D, double* nk, double* sum_x,
-                               double* sum_xx, double* log_lik_sum, double* workspace, int64_t workspace_size,
-                               cudaStream_t stream) {
-  if (N <= 0) return cudaSuccess;
+cudaError_t estep_stats_launch(const EstepStatsParams<T>& p, cudaStream_t stream) {
+  if (p.N <= 0) return cudaSuccess;
+  const int64_t K = p.K, D = p.D;
   int64_t n_slices = 0, stride = 0;
-  MIXDIFF_CUDA_TRY(estep_plan_slices(N, K, D, moments, &n_slices, &stride));
-  if (workspace_size < n_slices * stride) return cudaErrorInvalidValue;
+  MIXDIFF_CUDA_TRY(estep_plan_slices(p.N, K, D, p.moments, &n_slices, &stride));
+  if (p.workspace_size < n_slices * stride) return cudaErrorInvalidValue;
   cudaError_t err;
-  switch (cov) {
-    case CovType::Identity:
-      err = launch_dims<T, CovType::Identity>(moments, x, means, prec, offset, shift, log_lik, N, K, D, workspace,
-                                              n_slices, stride, stream);
-      break;
-    case CovType::Spherical:
-      err = launch_dims<T, CovType::Spherical>(moments, x, means, prec, offset, shift, log_lik, N, K, D, workspace,
-                                               n_slices, stride, stream);
-      break;
-    case CovType::Diag:
-      err = launch_dims<T, CovType::Diag>(moments, x, means, prec, offset, shift, log_lik, N, K, D, workspace,
-                                          n_slices, stride, stream);
-      break;
-    default:
-      err = launch_dims<T, CovType::Full>(moments, x, means, prec, offset, shift, log_lik, N, K, D, workspace,
-                                          n_slices, stride, stream);
+  switch (p.cov) {
+    case CovType::Identity: err = launch_dims<T, CovType::Identity>(p, n_slices, stride, stream); break;
+    case CovType::Spherical: err = launch_dims<T, CovType::Spherical>(p, n_slices, stride, stream); break;
+    case CovType::Diag: err = launch_dims<T, CovType::Diag>(p, n_slices, stride, stream); break;
+    default: err = launch_dims<T, CovType::Full>(p, n_slices, stride, stream);
   }
   MIXDIFF_CUDA_TRY(err);
   // Fixed-order sums of the slices and of the posterior's per-block log-likelihoods.
-  MIXDIFF_CUDA_TRY(slice_sum_launch<double>(workspace, n_slices, stride, K, nk, stream));
-  MIXDIFF_CUDA_TRY(slice_sum_launch<double>(workspace + K, n_slices, stride, K * D, sum_x, stream));
-  if (moments != EstepMoments::None)
-    MIXDIFF_CUDA_TRY(slice_sum_launch<double>(workspace + K + K * D, n_slices, stride, stride - K - K * D, sum_xx,
+  MIXDIFF_CUDA_TRY(slice_sum_launch<double>(p.workspace, n_slices, stride, K, p.nk, stream));
+  MIXDIFF_CUDA_TRY(slice_sum_launch<double>(p.workspace + K, n_slices, stride, K * D, p.sum_x, stream));
+  if (p.moments != EstepMoments::None)
+    MIXDIFF_CUDA_TRY(slice_sum_launch<double>(p.workspace + K + K * D, n_slices, stride, stride - K - K * D, p.sum_xx,
                                               stream));
-  return ordered_sum_launch<double>(block_ll, n_block_ll, log_lik_sum, stream);
+  return ordered_sum_launch<double>(p.block_ll, p.n_block_ll, p.log_lik_sum, stream);
 }
 
-#define MIXDIFF_INSTANTIATE(T)                                                                               \
-  template cudaError_t estep_stats_launch<T>(CovType, EstepMoments, const T*, const T*, const T*, const T*, const T*, \
-                                             const T*, const double*, int64_t, int64_t, int64_t, int64_t, double*,   \
-                                             double*, double*, double*, double*, int64_t, cudaStream_t);
-MIXDIFF_INSTANTIATE(float)
-MIXDIFF_INSTANTIATE(double)
-#undef MIXDIFF_INSTANTIATE
+template cudaError_t estep_stats_launch<float>(const EstepStatsParams<float>&, cudaStream_t);
+template cudaError_t estep_stats_launch<double>(const EstepStatsParams<double>&, cudaStream_t);
 
 }  // namespace mixdiff::cuda

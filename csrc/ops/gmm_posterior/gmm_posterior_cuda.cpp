@@ -1,11 +1,7 @@
 // gmm_posterior: CUDA dispatch (torch glue, host compiler). Kernels in gmm_posterior_cuda.cu.
-#include "common.h"
+#include "dispatch.h"
 #include "gmm_posterior/gmm_posterior.h"
 #include "gmm_posterior/gmm_posterior_cuda.h"
-
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 namespace mixdiff::ops {
 
@@ -18,31 +14,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gmm_posterior_cuda(const at::Tens
                                                                   bool return_resp) {
   auto [labels, log_lik, resp] = gmm_posterior_checked(x, means, cov_factor, log_weights, covariance_type, return_resp);
   const CovType cov = parse_cov_type(covariance_type);
-  const c10::cuda::CUDAGuard guard(x.device());
+  // Reached through the device key when any argument is on the device; the checks tie the others to x's.
+  device::check_on_device("gmm_posterior", x, "x");
   check_factor_positive(cov_factor, cov);  // like the CPU op, also when N = 0
-  const int64_t N = x.size(0), D = x.size(1), K = means.size(0);
-  if (N == 0) return {labels, log_lik, resp};
-  const auto dtype = compute_dtype(x);
-  const auto [xc, mc, lw, fc] = prepare_mixture(x, means, cov_factor, log_weights, cov);
-  const int64_t fs = factor_size(cov, D);
-  // Workspace: precision factors [K, fs] then per-component log offsets [K].
-  const at::Tensor ws = at::empty({K * fs + K}, xc.options());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "gmm_posterior_cuda", [&] {
-    scalar_t* prec = ws.data_ptr<scalar_t>();
-    scalar_t* offset = prec + K * fs;
-    C10_CUDA_CHECK(cuda::gmm_prepare_launch<scalar_t>(
-        cov, cov == CovType::Identity ? nullptr : fc.data_ptr<scalar_t>(), lw.data_ptr<scalar_t>(), K, D, prec, offset,
-        stream));
-    C10_CUDA_CHECK(cuda::gmm_posterior_launch<scalar_t>(
-        cov, xc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(), prec, offset, N, K, D, labels.data_ptr<int64_t>(),
-        log_lik.data_ptr<scalar_t>(), return_resp ? resp.data_ptr<scalar_t>() : nullptr, nullptr, stream));
+  device::launch("gmm_posterior", x, compute_dtype(x), x.size(0), [&]<class T>(cudaStream_t stream) {
+    const int64_t N = x.size(0), D = x.size(1), K = means.size(0);
+    const auto [xc, mc, lw, fc] = prepare_mixture(x, means, cov_factor, log_weights, cov);
+    const int64_t fs = factor_size(cov, D);
+    // Workspace: precision factors [K, fs] then per-component log offsets [K].
+    const at::Tensor ws = at::empty({K * fs + K}, xc.options());
+    cuda::GmmPosteriorParams<T> p;
+    p.cov = cov;
+    p.x = xc.data_ptr<T>();
+    p.means = mc.data_ptr<T>();
+    p.factor = cov == CovType::Identity ? nullptr : fc.data_ptr<T>();
+    p.log_weights = lw.data_ptr<T>();
+    p.N = N;
+    p.K = K;
+    p.D = D;
+    p.prec = ws.data_ptr<T>();
+    p.offset = p.prec + K * fs;
+    p.labels = labels.data_ptr<int64_t>();
+    p.log_lik = log_lik.data_ptr<T>();
+    p.resp = return_resp ? resp.data_ptr<T>() : nullptr;
+    p.block_ll = nullptr;
+    const cudaError_t err = cuda::gmm_prepare_launch<T>(p, stream);
+    return err == cudaSuccess ? cuda::gmm_posterior_launch<T>(p, stream) : err;
   });
   return {labels, log_lik, resp};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(mixdiff, CUDA, m) { m.impl("gmm_posterior", &gmm_posterior_cuda); }
+MIXDIFF_DEVICE_LIBRARY_IMPL(m) { m.impl("gmm_posterior", &gmm_posterior_cuda); }
 
 }  // namespace mixdiff::ops

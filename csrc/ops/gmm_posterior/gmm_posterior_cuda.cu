@@ -32,36 +32,30 @@ __global__ void __launch_bounds__(kThreads) gmm_prepare_kernel(CovType cov, cons
 template <class T, CovType C, int DC>
 using PosteriorStreamer = ScoreStreamer<T, C, DC, kCompTile<T>>;
 
+// The posterior kernel's shared memory: the streamer's pieces, per-tile log-likelihoods [kThreads] (resp
+// only) and the block-sum scratch.
 template <class T, CovType C, int DC>
-struct PosteriorArgs {
+struct PosteriorSmem {
   typename PosteriorStreamer<T, C, DC>::Layout layout;
-  size_t ll_s = 0, red = 0;  // shared: per-tile log-likelihoods [kThreads] (resp only), block-sum scratch
-  const T* x;
-  const T* means;
-  const T* prec;
-  const T* offset;
-  int64_t N, K, D;
-  int64_t* labels;
-  T* log_lik;
-  T* resp;
-  double* block_ll;
+  size_t ll_s = 0, red = 0;
 };
 
 template <class T, CovType C, int DC>
-__global__ void __launch_bounds__(kThreads) gmm_posterior_kernel(const PosteriorArgs<T, C, DC> a) {
-  PosteriorStreamer<T, C, DC> st(a.layout, a.x, a.means, a.prec, a.N, a.D);
-  T* ll_s = smem_at<T>(a.ll_s);
+__global__ void __launch_bounds__(kThreads) gmm_posterior_kernel(const GmmPosteriorParams<T> p,
+                                                                 const PosteriorSmem<T, C, DC> sm) {
+  PosteriorStreamer<T, C, DC> st(sm.layout, p.x, p.means, p.prec, p.N, p.D);
+  T* ll_s = smem_at<T>(sm.ll_s);
   const int tid = threadIdx.x;
-  const int64_t N = a.N, K = a.K;
+  const int64_t N = p.N, K = p.K;
   const int64_t tiles = ceil_div(N, kThreads);
   double ll_acc = 0.0;
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int64_t base = tile * kThreads, n = base + tid;
-    T* resp_row = (a.resp != nullptr && n < N) ? a.resp + n * K : nullptr;
+    T* resp_row = (p.resp != nullptr && n < N) ? p.resp + n * K : nullptr;
     LogSumExp<T> lse;
     ArgMax<T> best;
     st.run(base, 0, K, [&](int, int64_t k, T raw) {
-      const T s = score_of<T, C>(raw, a.offset, a.prec, k);
+      const T s = score_of<T, C>(raw, p.offset, p.prec, k);
       lse.push(s);
       best.push(s, k);
       if (resp_row) resp_row[k] = s;
@@ -69,16 +63,16 @@ __global__ void __launch_bounds__(kThreads) gmm_posterior_kernel(const Posterior
     T ll = lse.value();
     if (lse.sum != lse.sum) ll = T(NAN);  // NaN scores (all of them NaN included) give a NaN log-likelihood
     if (n < N) {
-      if (a.labels) a.labels[n] = best.index < 0 ? 0 : best.index;
-      a.log_lik[n] = ll;
+      if (p.labels) p.labels[n] = best.index < 0 ? 0 : best.index;
+      p.log_lik[n] = ll;
       ll_acc += static_cast<double>(ll);
     }
-    if (a.resp != nullptr) {  // block-uniform
+    if (p.resp != nullptr) {  // block-uniform
       __syncthreads();        // previous tile's normalisation pass is done with ll_s
       ll_s[tid] = ll;
       __syncthreads();        // ll_s and this tile's raw scores in resp are visible to the whole block
       const int64_t rows = N - base < kThreads ? N - base : kThreads;
-      T* block_resp = a.resp + base * K;  // rows base .. base + rows - 1 are contiguous
+      T* block_resp = p.resp + base * K;  // rows base .. base + rows - 1 are contiguous
       if (rows * K <= INT32_MAX) {  // 32-bit index arithmetic (64-bit division is a slow subroutine)
         const uint32_t total = static_cast<uint32_t>(rows * K), k32 = static_cast<uint32_t>(K);
         for (uint32_t i = tid; i < total; i += kThreads) block_resp[i] = fast_exp(block_resp[i] - ll_s[i / k32]);
@@ -87,78 +81,62 @@ __global__ void __launch_bounds__(kThreads) gmm_posterior_kernel(const Posterior
       }
     }
   }
-  if (a.block_ll != nullptr) {  // block-uniform
-    const double s = block_sum(ll_acc, smem_at<double>(a.red));
-    if (tid == 0) a.block_ll[blockIdx.x] = s;
+  if (p.block_ll != nullptr) {  // block-uniform
+    const double s = block_sum(ll_acc, smem_at<double>(sm.red));
+    if (tid == 0) p.block_ll[blockIdx.x] = s;
   }
 }
 
 template <class T, CovType C, int DC>
-cudaError_t launch_posterior(const T* x, const T* means, const T* prec, const T* offset, int64_t N, int64_t K,
-                             int64_t D, int64_t* labels, T* log_lik, T* resp, double* block_ll,
-                             cudaStream_t stream) {
-  PosteriorArgs<T, C, DC> a;
+cudaError_t launch_posterior(const GmmPosteriorParams<T>& p, cudaStream_t stream) {
+  PosteriorSmem<T, C, DC> sm;
   SmemCarver c;
   if constexpr (C == CovType::Full) {
-    a.layout = FullStreamer<T>::carve(c, D, K, 16 * 1024, 16 * 1024);
+    sm.layout = FullStreamer<T>::carve(c, p.D, p.K, 16 * 1024, 16 * 1024);
   } else {
-    a.layout = PosteriorStreamer<T, C, DC>::carve(c);
+    sm.layout = PosteriorStreamer<T, C, DC>::carve(c);
   }
-  a.ll_s = c.take<T>(kThreads);
-  a.red = c.take<double>(kWarps);
-  a.x = x; a.means = means; a.prec = prec; a.offset = offset;
-  a.N = N; a.K = K; a.D = D;
-  a.labels = labels; a.log_lik = log_lik; a.resp = resp; a.block_ll = block_ll;
-  const unsigned blocks = static_cast<unsigned>(gmm_posterior_blocks(N));
-  gmm_posterior_kernel<T, C, DC><<<blocks, kThreads, c.bytes, stream>>>(a);
+  sm.ll_s = c.take<T>(kThreads);
+  sm.red = c.take<double>(kWarps);
+  const unsigned blocks = static_cast<unsigned>(gmm_posterior_blocks(p.N));
+  gmm_posterior_kernel<T, C, DC><<<blocks, kThreads, c.bytes, stream>>>(p, sm);
   return cudaGetLastError();
 }
 
 template <class T, CovType C>
-cudaError_t launch_dims(const T* x, const T* means, const T* prec, const T* offset, int64_t N, int64_t K, int64_t D,
-                        int64_t* labels, T* log_lik, T* resp, double* block_ll, cudaStream_t stream) {
-  switch (pick_dim_chunk<T>(D)) {
-    case 8: return launch_posterior<T, C, 8>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
-    case 16: return launch_posterior<T, C, 16>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
-    default:
-      return launch_posterior<T, C, kMaxDimChunk<T>>(x, means, prec, offset, N, K, D, labels, log_lik, resp,
-                                                     block_ll, stream);
+cudaError_t launch_dims(const GmmPosteriorParams<T>& p, cudaStream_t stream) {
+  switch (pick_dim_chunk<T>(p.D)) {
+    case 8: return launch_posterior<T, C, 8>(p, stream);
+    case 16: return launch_posterior<T, C, 16>(p, stream);
+    default: return launch_posterior<T, C, kMaxDimChunk<T>>(p, stream);
   }
 }
 
 }  // namespace
 
 template <class T>
-cudaError_t gmm_prepare_launch(CovType cov, const T* factor, const T* log_weights, int64_t K, int64_t D, T* prec,
-                               T* offset, cudaStream_t stream) {
-  if (K <= 0) return cudaSuccess;
-  const unsigned blocks = grid_blocks(ceil_div(K, kThreads), int64_t(1) << 16);
-  gmm_prepare_kernel<T><<<blocks, kThreads, 0, stream>>>(cov, factor, log_weights, K, D, prec, offset);
+cudaError_t gmm_prepare_launch(const GmmPosteriorParams<T>& p, cudaStream_t stream) {
+  if (p.K <= 0) return cudaSuccess;
+  const unsigned blocks = grid_blocks(ceil_div(p.K, kThreads), int64_t(1) << 16);
+  gmm_prepare_kernel<T><<<blocks, kThreads, 0, stream>>>(p.cov, p.factor, p.log_weights, p.K, p.D, p.prec, p.offset);
   return cudaGetLastError();
 }
 
 template <class T>
-cudaError_t gmm_posterior_launch(CovType cov, const T* x, const T* means, const T* prec, const T* offset, int64_t N,
-                                 int64_t K, int64_t D, int64_t* labels, T* log_lik, T* resp, double* block_ll,
-                                 cudaStream_t stream) {
-  if (N <= 0) return cudaSuccess;
-  switch (cov) {
-    case CovType::Identity:
-      return launch_dims<T, CovType::Identity>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
-    case CovType::Spherical:
-      return launch_dims<T, CovType::Spherical>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
-    case CovType::Diag:
-      return launch_dims<T, CovType::Diag>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll, stream);
+cudaError_t gmm_posterior_launch(const GmmPosteriorParams<T>& p, cudaStream_t stream) {
+  if (p.N <= 0) return cudaSuccess;
+  switch (p.cov) {
+    case CovType::Identity: return launch_dims<T, CovType::Identity>(p, stream);
+    case CovType::Spherical: return launch_dims<T, CovType::Spherical>(p, stream);
+    case CovType::Diag: return launch_dims<T, CovType::Diag>(p, stream);
     default:  // the dimension chunk is unused by the full streamer: one instantiation
-      return launch_posterior<T, CovType::Full, 8>(x, means, prec, offset, N, K, D, labels, log_lik, resp, block_ll,
-                                                   stream);
+      return launch_posterior<T, CovType::Full, 8>(p, stream);
   }
 }
 
-#define MIXDIFF_INSTANTIATE(T)                                                                                   \
-  template cudaError_t gmm_prepare_launch<T>(CovType, const T*, const T*, int64_t, int64_t, T*, T*, cudaStream_t); \
-  template cudaError_t gmm_posterior_launch<T>(CovType, const T*, const T*, const T*, const T*, int64_t, int64_t,  \
-                                               int64_t, int64_t*, T*, T*, double*, cudaStream_t);
+#define MIXDIFF_INSTANTIATE(T)                                                            \
+  template cudaError_t gmm_prepare_launch<T>(const GmmPosteriorParams<T>&, cudaStream_t); \
+  template cudaError_t gmm_posterior_launch<T>(const GmmPosteriorParams<T>&, cudaStream_t);
 MIXDIFF_INSTANTIATE(float)
 MIXDIFF_INSTANTIATE(double)
 #undef MIXDIFF_INSTANTIATE

@@ -9,21 +9,35 @@
 
 namespace mixdiff::cuda {
 
-// Prologue, one thread per component: prec [K, factor_size(cov, D)] = precision_factor(cov_factor_k) and
-// offset [K] = log_gaussian_offset(cov, log_weights_k, prec_k). factor may be null for identity.
+// Everything the two launches of a posterior need, built by the glue (gmm_posterior_cuda.cpp,
+// estep_stats_cuda.cpp) from the validated arguments. All arrays contiguous on the current device.
 template <class T>
-cudaError_t gmm_prepare_launch(CovType cov, const T* factor, const T* log_weights, int64_t K, int64_t D, T* prec,
-                               T* offset, cudaStream_t stream);
+struct GmmPosteriorParams {
+  CovType cov;
+  const T* x;            // [N, D]
+  const T* means;        // [K, D]
+  const T* factor;       // gaussian.h layout ([K] sigma, [K, D] sigma_d, [K, D, D] lower L); null: identity
+  const T* log_weights;  // [K]
+  int64_t N, K, D;
+  T* prec;               // [K, factor_size(cov, D)] workspace: gmm_prepare_launch's precision factors
+  T* offset;             // [K] workspace: gmm_prepare_launch's log offsets
+  int64_t* labels;       // [N] or null
+  T* log_lik;            // [N]
+  T* resp;               // [N, K] or null
+  double* block_ll;      // [gmm_posterior_blocks(N)] or null
+};
 
-// Per point: labels[n] = MAP component (ties -> lowest; all-NaN rows -> 0), log_lik[n] = log sum_k
-// exp(score_nk), resp[n, k] = exp(score_nk - log_lik[n]). labels, resp and block_ll may be null; when
-// block_ll is given, block b of the launch stores the float64 sum of its points' log_lik there
-// (gmm_posterior_blocks(N) entries; add them with a fixed-order sum for a deterministic total). prec /
-// offset come from gmm_prepare_launch. N >= 1 (N = 0 launches nothing), K >= 1.
+// Prologue, one thread per component: prec_k = precision_factor(factor_k) and
+// offset[k] = log_gaussian_offset(cov, log_weights[k], prec_k). K = 0 launches nothing.
 template <class T>
-cudaError_t gmm_posterior_launch(CovType cov, const T* x, const T* means, const T* prec, const T* offset, int64_t N,
-                                 int64_t K, int64_t D, int64_t* labels, T* log_lik, T* resp, double* block_ll,
-                                 cudaStream_t stream);
+cudaError_t gmm_prepare_launch(const GmmPosteriorParams<T>& p, cudaStream_t stream);
+
+// Per point, after gmm_prepare_launch: labels[n] = MAP component (ties -> lowest; all-NaN rows -> 0),
+// log_lik[n] = log sum_k exp(score_nk), resp[n, k] = exp(score_nk - log_lik[n]); labels and resp when not
+// null. When block_ll is given, block b of the launch stores the float64 sum of its points' log_lik there
+// (add them with a fixed-order sum for a deterministic total). K >= 1; N = 0 launches nothing.
+template <class T>
+cudaError_t gmm_posterior_launch(const GmmPosteriorParams<T>& p, cudaStream_t stream);
 
 // Number of blocks (hence of block_ll entries) of gmm_posterior_launch for N points (0 for N = 0).
 int64_t gmm_posterior_blocks(int64_t N);

@@ -48,27 +48,25 @@ cudaError_t make_plan(int64_t N, int64_t K, int64_t D, Plan* p) {
   return cudaSuccess;
 }
 
+// The assignment kernel's shared memory: the streamer's pieces, the block-sum scratch and, when
+// smem_counts, the block's histogram.
 template <class T, int DC>
-struct AssignArgs {
+struct AssignSmem {
   typename NearestStreamer<T, DC>::Layout layout;
   size_t red = 0, cnt_s = 0;
   bool smem_counts = false;
-  const T* x;
-  const T* centres;
-  int64_t N, K, D;
-  int64_t* labels;
-  T* sqdist;
-  unsigned long long* counts;
-  double* block_inertia;  // [gridDim.x]
 };
 
 template <class T, int DC>
-__global__ void __launch_bounds__(kThreads) kmeans_assign_kernel(const AssignArgs<T, DC> a) {
-  NearestStreamer<T, DC> st(a.layout, a.x, a.centres, nullptr, a.N, a.D);
+__global__ void __launch_bounds__(kThreads) kmeans_assign_kernel(const KmeansStatsParams<T> p,
+                                                                 const AssignSmem<T, DC> sm) {
+  NearestStreamer<T, DC> st(sm.layout, p.x, p.centres, nullptr, p.N, p.D);
   const int tid = threadIdx.x;
-  const int64_t N = a.N, K = a.K;
-  unsigned long long* counts = a.smem_counts ? smem_at<unsigned long long>(a.cnt_s) : a.counts;
-  if (a.smem_counts) {
+  const int64_t N = p.N, K = p.K;
+  static_assert(sizeof(unsigned long long) == sizeof(int64_t), "counts are accumulated as 64-bit unsigned");
+  unsigned long long* const counts_g = reinterpret_cast<unsigned long long*>(p.counts);
+  unsigned long long* counts = sm.smem_counts ? smem_at<unsigned long long>(sm.cnt_s) : counts_g;
+  if (sm.smem_counts) {
     for (int64_t i = tid; i < K; i += kThreads) counts[i] = 0;
     __syncthreads();
   }
@@ -81,18 +79,18 @@ __global__ void __launch_bounds__(kThreads) kmeans_assign_kernel(const AssignArg
     if (n < N) {
       const int64_t label = best.index < 0 ? 0 : best.index;  // all-NaN row: label 0, distance NaN
       const T sq = best.index < 0 ? T(NAN) : best.value;
-      a.labels[n] = label;
-      a.sqdist[n] = sq;
+      p.labels[n] = label;
+      p.sqdist[n] = sq;
       inertia += static_cast<double>(sq);
       atomicAdd(counts + label, 1ull);  // integer: order-independent
     }
   }
-  const double s = block_sum(inertia, smem_at<double>(a.red));  // contains a barrier
-  if (tid == 0) a.block_inertia[blockIdx.x] = s;
-  if (a.smem_counts) {
+  const double s = block_sum(inertia, smem_at<double>(sm.red));  // contains a barrier
+  if (tid == 0) p.workspace[blockIdx.x] = s;  // the block's inertia
+  if (sm.smem_counts) {
     __syncthreads();  // every thread's shared atomics are done
     for (int64_t i = tid; i < K; i += kThreads)
-      if (counts[i] != 0) atomicAdd(a.counts + i, counts[i]);
+      if (counts[i] != 0) atomicAdd(counts_g + i, counts[i]);
   }
 }
 
@@ -121,26 +119,22 @@ __global__ void __launch_bounds__(kThreads) kmeans_sums_kernel(const T* __restri
 }
 
 template <class T, int DC>
-cudaError_t launch(const Plan& plan, const T* x, const T* centres, int64_t N, int64_t K, int64_t D, int64_t* labels,
-                   T* sqdist, int64_t* counts, double* sum_x, double* inertia, double* ws, cudaStream_t stream) {
-  AssignArgs<T, DC> a;
+cudaError_t launch(const Plan& plan, const KmeansStatsParams<T>& p, cudaStream_t stream) {
+  AssignSmem<T, DC> sm;
   SmemCarver c;
-  a.layout = NearestStreamer<T, DC>::carve(c);
-  a.red = c.take<double>(kWarps);
-  a.smem_counts = plan.smem_counts;
-  if (plan.smem_counts) a.cnt_s = c.take<unsigned long long>(K);
-  a.x = x; a.centres = centres; a.N = N; a.K = K; a.D = D; a.labels = labels; a.sqdist = sqdist;
-  static_assert(sizeof(unsigned long long) == sizeof(int64_t), "counts are accumulated as 64-bit unsigned");
-  a.counts = reinterpret_cast<unsigned long long*>(counts);
-  a.block_inertia = ws;
-  kmeans_assign_kernel<T, DC><<<static_cast<unsigned>(plan.blocks_a), kThreads, c.bytes, stream>>>(a);
+  sm.layout = NearestStreamer<T, DC>::carve(c);
+  sm.red = c.take<double>(kWarps);
+  sm.smem_counts = plan.smem_counts;
+  if (plan.smem_counts) sm.cnt_s = c.take<unsigned long long>(p.K);
+  kmeans_assign_kernel<T, DC><<<static_cast<unsigned>(plan.blocks_a), kThreads, c.bytes, stream>>>(p, sm);
   MIXDIFF_CUDA_TRY(cudaGetLastError());
-  double* slices = ws + plan.blocks_a;
+  double* slices = p.workspace + plan.blocks_a;
   kmeans_sums_kernel<T><<<static_cast<unsigned>(plan.blocks_b), kThreads, 0, stream>>>(
-      x, centres, labels, N, K, D, static_cast<int>(plan.groups), static_cast<int>(plan.dg), slices);
+      p.x, p.centres, p.labels, p.N, p.K, p.D, static_cast<int>(plan.groups), static_cast<int>(plan.dg), slices);
   MIXDIFF_CUDA_TRY(cudaGetLastError());
-  MIXDIFF_CUDA_TRY(slice_sum_launch(slices, plan.blocks_b * plan.groups, K * D, K * D, sum_x, stream));
-  return ordered_sum_launch(ws, plan.blocks_a, inertia, stream);
+  const int64_t KD = p.K * p.D;
+  MIXDIFF_CUDA_TRY(slice_sum_launch(slices, plan.blocks_b * plan.groups, KD, KD, p.sum_x, stream));
+  return ordered_sum_launch(p.workspace, plan.blocks_a, p.inertia, stream);
 }
 
 }  // namespace
@@ -155,25 +149,19 @@ cudaError_t kmeans_stats_workspace(int64_t N, int64_t K, int64_t D, int64_t* dou
 }
 
 template <class T>
-cudaError_t kmeans_stats_launch(const T* x, const T* centres, int64_t N, int64_t K, int64_t D, int64_t* labels,
-                                T* sqdist, int64_t* counts, double* sum_x, double* inertia, double* workspace,
-                                int64_t workspace_size, cudaStream_t stream) {
-  if (N <= 0) return cudaSuccess;
+cudaError_t kmeans_stats_launch(const KmeansStatsParams<T>& p, cudaStream_t stream) {
+  if (p.N <= 0) return cudaSuccess;
   Plan plan;
-  MIXDIFF_CUDA_TRY(make_plan(N, K, D, &plan));
-  if (workspace_size < plan.workspace()) return cudaErrorInvalidValue;
-  switch (pick_dim_chunk<T>(D)) {
-    case 8: return launch<T, 8>(plan, x, centres, N, K, D, labels, sqdist, counts, sum_x, inertia, workspace, stream);
-    case 16: return launch<T, 16>(plan, x, centres, N, K, D, labels, sqdist, counts, sum_x, inertia, workspace, stream);
-    default:
-      return launch<T, kMaxDimChunk<T>>(plan, x, centres, N, K, D, labels, sqdist, counts, sum_x, inertia, workspace,
-                                        stream);
+  MIXDIFF_CUDA_TRY(make_plan(p.N, p.K, p.D, &plan));
+  if (p.workspace_size < plan.workspace()) return cudaErrorInvalidValue;
+  switch (pick_dim_chunk<T>(p.D)) {
+    case 8: return launch<T, 8>(plan, p, stream);
+    case 16: return launch<T, 16>(plan, p, stream);
+    default: return launch<T, kMaxDimChunk<T>>(plan, p, stream);
   }
 }
 
-template cudaError_t kmeans_stats_launch<float>(const float*, const float*, int64_t, int64_t, int64_t, int64_t*,
-                                                float*, int64_t*, double*, double*, double*, int64_t, cudaStream_t);
-template cudaError_t kmeans_stats_launch<double>(const double*, const double*, int64_t, int64_t, int64_t, int64_t*,
-                                                 double*, int64_t*, double*, double*, double*, int64_t, cudaStream_t);
+template cudaError_t kmeans_stats_launch<float>(const KmeansStatsParams<float>&, cudaStream_t);
+template cudaError_t kmeans_stats_launch<double>(const KmeansStatsParams<double>&, cudaStream_t);
 
 }  // namespace mixdiff::cuda

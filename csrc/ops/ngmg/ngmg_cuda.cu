@@ -39,28 +39,26 @@ __global__ void __launch_bounds__(kThreads) ngmg_kernel(NgmgKind kind, NgmgMixtu
 }  // namespace
 
 template <class T>
-cudaError_t ngmg_prepare_launch(const T* sigma, const T* shared_weights, bool normalized, int64_t K, int64_t D,
-                                T* offset, T* half_prec, cudaStream_t stream) {
-  if (K <= 0) return cudaSuccess;
-  const unsigned blocks = grid_blocks(ceil_div(K, kThreads), int64_t(1) << 16);
-  ngmg_prepare_kernel<T><<<blocks, kThreads, 0, stream>>>(sigma, shared_weights, normalized, K, D, offset, half_prec);
+cudaError_t ngmg_prepare_launch(const NgmgParams<T>& p, cudaStream_t stream) {
+  if (p.K <= 0) return cudaSuccess;
+  const unsigned blocks = grid_blocks(ceil_div(p.K, kThreads), int64_t(1) << 16);
+  ngmg_prepare_kernel<T><<<blocks, kThreads, 0, stream>>>(p.sigma, p.shared_weights, p.normalized, p.K, p.D, p.offset,
+                                                          p.half_prec);
   return cudaGetLastError();
 }
 
 template <class T>
-cudaError_t ngmg_launch(NgmgKind kind, const T* pred, const T* modes, const T* offset, const T* half_prec,
-                        const T* row_weights, int64_t N, int64_t K, int64_t D, T* loss, T* grad, cudaStream_t stream) {
-  if (N <= 0) return cudaSuccess;
-  const NgmgMixture<T> mix{modes, offset, half_prec, K, D};
-  const unsigned blocks = grid_blocks(ceil_div(N, kThreads), int64_t(1) << 20);
-  ngmg_kernel<T><<<blocks, kThreads, 0, stream>>>(kind, mix, pred, row_weights, N, loss, grad);
+cudaError_t ngmg_launch(const NgmgParams<T>& p, cudaStream_t stream) {
+  if (p.N <= 0) return cudaSuccess;
+  const NgmgMixture<T> mix{p.modes, p.offset, p.half_prec, p.K, p.D};
+  const unsigned blocks = grid_blocks(ceil_div(p.N, kThreads), int64_t(1) << 20);
+  ngmg_kernel<T><<<blocks, kThreads, 0, stream>>>(p.kind, mix, p.pred, p.row_weights, p.N, p.loss, p.grad);
   return cudaGetLastError();
 }
 
-#define MIXDIFF_INSTANTIATE(T)                                                                                  \
-  template cudaError_t ngmg_prepare_launch<T>(const T*, const T*, bool, int64_t, int64_t, T*, T*, cudaStream_t); \
-  template cudaError_t ngmg_launch<T>(NgmgKind, const T*, const T*, const T*, const T*, const T*, int64_t, int64_t, \
-                                      int64_t, T*, T*, cudaStream_t);
+#define MIXDIFF_INSTANTIATE(T)                                                     \
+  template cudaError_t ngmg_prepare_launch<T>(const NgmgParams<T>&, cudaStream_t); \
+  template cudaError_t ngmg_launch<T>(const NgmgParams<T>&, cudaStream_t);
 MIXDIFF_INSTANTIATE(float)
 MIXDIFF_INSTANTIATE(double)
 #undef MIXDIFF_INSTANTIATE

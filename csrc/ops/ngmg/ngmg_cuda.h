@@ -8,17 +8,33 @@
 
 namespace mixdiff::cuda {
 
-// Prologue, one thread per component: offset[k], half_prec[k] from mixdiff/ngmg.h's ngmg_component with
-// log_weight = log shared_weights[k], or 0 when shared_weights is null (weights given per row).
+// Everything the two launches of one ngmg need, built by the glue (ngmg_cuda.cpp) from the validated
+// arguments. All arrays contiguous on the current device. The weights are either shared_weights or
+// row_weights, the other null.
 template <class T>
-cudaError_t ngmg_prepare_launch(const T* sigma, const T* shared_weights, bool normalized, int64_t K, int64_t D,
-                                T* offset, T* half_prec, cudaStream_t stream);
+struct NgmgParams {
+  NgmgKind kind;
+  bool normalized;
+  const T* pred;            // [N, D]
+  const T* modes;           // [K, D]
+  const T* sigma;           // [K]
+  const T* shared_weights;  // [K], folded into offset by ngmg_prepare_launch
+  const T* row_weights;     // [N, K]
+  int64_t N, K, D;
+  T* offset;                // [K] workspace: ngmg_prepare_launch's offsets
+  T* half_prec;             // [K] workspace: ngmg_prepare_launch's 1 / (2 sigma^2)
+  T* loss;                  // [N]
+  T* grad;                  // [N, D]
+};
 
-// Per row n < N: loss[n] = ngmg_row(kind, ...) of pred[n, :] with its gradient in grad[n, :]; row_weights
-// [N, K] or null (shared weights folded into offset). pred, modes [K, D], offset, half_prec [K] contiguous
-// on the current device; N = 0 launches nothing.
+// Prologue, one thread per component: offset[k], half_prec[k] from mixdiff/ngmg.h's ngmg_component with
+// log_weight = log shared_weights[k], or 0 when shared_weights is null. K = 0 launches nothing.
 template <class T>
-cudaError_t ngmg_launch(NgmgKind kind, const T* pred, const T* modes, const T* offset, const T* half_prec,
-                        const T* row_weights, int64_t N, int64_t K, int64_t D, T* loss, T* grad, cudaStream_t stream);
+cudaError_t ngmg_prepare_launch(const NgmgParams<T>& p, cudaStream_t stream);
+
+// After ngmg_prepare_launch, per row n < N: loss[n] = ngmg_row(kind, ...) of pred[n, :] with its gradient in
+// grad[n, :]. N = 0 launches nothing.
+template <class T>
+cudaError_t ngmg_launch(const NgmgParams<T>& p, cudaStream_t stream);
 
 }  // namespace mixdiff::cuda

@@ -1,30 +1,30 @@
 // prior_sample: CUDA dispatch (torch glue, host compiler). Kernels in prior_sample_cuda.cu.
-#include "common.h"
+#include "dispatch.h"
 #include "prior_sample/prior_sample.h"
 #include "prior_sample/prior_sample_cuda.h"
-
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 namespace mixdiff::ops {
 
 namespace {
 
 void prior_sample_fill_cuda(const PriorSampleArgs& a, int64_t seed, int64_t offset) {
-  // Reached through the CUDA key when any argument is on CUDA; the outputs follow the means.
-  TORCH_CHECK(a.x.is_cuda(), "mixdiff: prior_sample on CUDA needs means on a CUDA device, got ", a.means.device());
-  const c10::cuda::CUDAGuard guard(a.x.device());
-  const int64_t n = a.x.size(0);
-  if (n == 0) return;
-  const int64_t K = a.means.size(0), D = a.means.size(1);
-  const at::Tensor cdf = a.cdf.contiguous();  // already is (fresh cumsum): no copy
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "prior_sample_cuda", [&] {
-    C10_CUDA_CHECK(cuda::prior_sample_launch<scalar_t>(
-        a.cov, a.means.data_ptr<scalar_t>(), a.cov == CovType::Identity ? nullptr : a.factor.data_ptr<scalar_t>(),
-        cdf.data_ptr<double>(), n, K, D, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset),
-        a.x.data_ptr<scalar_t>(), a.labels.data_ptr<int64_t>(), stream));
+  // Reached through the device key when any argument is on the device; the outputs follow the means.
+  device::check_on_device("prior_sample", a.means, "means");
+  device::launch("prior_sample", a.means, a.x.scalar_type(), a.x.size(0), [&]<class T>(cudaStream_t stream) {
+    const at::Tensor cdf = a.cdf.contiguous();  // already is (fresh cumsum): no copy
+    cuda::PriorSampleParams<T> p;
+    p.cov = a.cov;
+    p.means = a.means.data_ptr<T>();
+    p.factor = a.cov == CovType::Identity ? nullptr : a.factor.data_ptr<T>();
+    p.cdf = cdf.data_ptr<double>();
+    p.n = a.x.size(0);
+    p.K = a.means.size(0);
+    p.D = a.means.size(1);
+    p.seed = static_cast<uint64_t>(seed);
+    p.offset = static_cast<uint64_t>(offset);
+    p.x = a.x.data_ptr<T>();
+    p.labels = a.labels.data_ptr<int64_t>();
+    return cuda::prior_sample_launch<T>(p, stream);
   });
 }
 
@@ -45,7 +45,7 @@ void prior_sample_out_cuda(const at::Tensor& means, const at::Tensor& log_weight
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(mixdiff, CUDA, m) {
+MIXDIFF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("prior_sample", &prior_sample_cuda);
   m.impl("prior_sample.out", &prior_sample_out_cuda);
 }

@@ -20,129 +20,117 @@ namespace mixdiff::cuda {
 namespace {
 
 template <class T>
-__device__ __forceinline__ void stage_labels(const ReverseStepParams<T>& a, int64_t base, int rows, int64_t* comp_s) {
-  const int tid = threadIdx.x;
-  if (tid < rows) comp_s[tid] = a.labels[base + tid];
+__device__ __forceinline__ void stage_labels(const ReverseStepParams<T>& p, int64_t base, int rows, int64_t* comp_s) {
+  stage_components(base, rows, comp_s, nullptr, [&](int64_t i) { return p.labels[i]; });
 }
 
-// a: the launch's parameters; tile: rows per tile.
+// tile: rows per tile.
 template <class T, CovType C, int V>
-__global__ void __launch_bounds__(kThreads) reverse_step_separable_kernel(const ReverseStepParams<T> a,
+__global__ void __launch_bounds__(kThreads) reverse_step_separable_kernel(const ReverseStepParams<T> p,
                                                                            const int tile) {
   constexpr int R = kNormalsPerBlock<T>;
   __shared__ int64_t comp_s[kThreads];
-  const int64_t D = a.D, fs = factor_size(C, D);
+  const int64_t D = p.D, fs = factor_size(C, D);
   const PlanarGroups<T, V> pg(D);
-  const bool with_noise = a.c.cz != T(0);  // as the CPU: no z term (nothing drawn or read) when cz is 0 in T
-  const bool draw = with_noise && a.draw_noise;
-  const bool clip = a.c.clip, factor_out = a.output_in_factor;
-  const int history = a.c.history;
-  const int64_t tiles = ceil_div(a.n, tile);
-  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    const int64_t base = t * tile;
-    const int rows = static_cast<int>(a.n - base < tile ? a.n - base : tile);
-    __syncthreads();  // the previous tile's readers of comp_s are done
-    stage_labels(a, base, rows, comp_s);
-    __syncthreads();
-    for_each_tile_item(rows, pg.G, [&](int r, int64_t g) {
-      const int64_t i = base + r, k = comp_s[r];
-      T z[R][V];
-      if (draw) group_normals<T, V>(a.seed, a.noise_stream, a.offset + static_cast<uint64_t>(i), g, z);
-      const T* mu = a.means + k * D;
-      const T* f = a.factor + k * fs;
-      const int64_t row = i * D;
+  const bool with_noise = p.c.cz != T(0);  // as the CPU: no z term (nothing drawn or read) when cz is 0 in T
+  const bool draw = with_noise && p.draw_noise;
+  const bool clip = p.c.clip, factor_out = p.output_in_factor;
+  const int history = p.c.history;
+  for_each_row_tile_item(
+      p.n, tile, pg.G, comp_s, [&](int64_t base, int rows) { stage_labels(p, base, rows, comp_s); },
+      [&](int64_t i, int64_t k, int64_t g) {
+        T z[R][V];
+        if (draw) group_normals<T, V>(p.seed, p.noise_stream, p.offset + static_cast<uint64_t>(i), g, z);
+        const T* mu = p.means + k * D;
+        const T* f = p.factor + k * fs;
+        const int64_t row = i * D;
 #pragma unroll
-      for (int m = 0; m < R; ++m) {
-        const int64_t e = pg.at(m, g);
-        if (!pg.holds(e)) break;  // V = 1: the last plane is partial
-        if (with_noise && !draw) load_elems<V>(a.noise + row + e, z[m]);
-        T xv[V], ov[V], muv[V], fv[V], res[V], x0v[V];
-        T lov[V] = {}, hiv[V] = {}, h1v[V] = {}, h2v[V] = {};
-        load_elems<V>(a.x + row + e, xv);
-        load_elems<V>(a.out + row + e, ov);
-        load_elems<V>(mu + e, muv);
-        load_scales<C, V>(f, e, fv);
-        if (clip) {
-          load_elems<V>(a.clip_lo + k * D + e, lov);
-          load_elems<V>(a.clip_hi + k * D + e, hiv);
-        }
-        if (history >= 1) load_elems<V>(a.history[0] + row + e, h1v);
-        if (history >= 2) load_elems<V>(a.history[1] + row + e, h2v);
+        for (int m = 0; m < R; ++m) {
+          const int64_t e = pg.at(m, g);
+          if (!pg.holds(e)) break;  // V = 1: the last plane is partial
+          if (with_noise && !draw) load_elems<V>(p.noise + row + e, z[m]);
+          T xv[V], ov[V], muv[V], fv[V], res[V], x0v[V];
+          T lov[V] = {}, hiv[V] = {}, h1v[V] = {}, h2v[V] = {};
+          load_elems<V>(p.x + row + e, xv);
+          load_elems<V>(p.out + row + e, ov);
+          load_elems<V>(mu + e, muv);
+          load_scales<C, V>(f, e, fv);
+          if (clip) {
+            load_elems<V>(p.clip_lo + k * D + e, lov);
+            load_elems<V>(p.clip_hi + k * D + e, hiv);
+          }
+          if (history >= 1) load_elems<V>(p.history[0] + row + e, h1v);
+          if (history >= 2) load_elems<V>(p.history[1] + row + e, h2v);
 #pragma unroll
-        for (int v = 0; v < V; ++v) {
-          const T scale = factor_scale(C, fv, v);
-          res[v] = reverse_element(a.c, muv[v], xv[v], factor_out ? scale * ov[v] : ov[v],
-                                   with_noise ? scale * z[m][v] : T(0), lov[v], hiv[v], h1v[v], h2v[v], &x0v[v]);
+          for (int v = 0; v < V; ++v) {
+            const T scale = factor_scale(C, fv, v);
+            res[v] = reverse_element(p.c, muv[v], xv[v], factor_out ? scale * ov[v] : ov[v],
+                                     with_noise ? scale * z[m][v] : T(0), lov[v], hiv[v], h1v[v], h2v[v], &x0v[v]);
+          }
+          store_elems<V>(p.prev + row + e, res);
+          if (p.x0 != nullptr) store_elems<V>(p.x0 + row + e, x0v);
         }
-        store_elems<V>(a.prev + row + e, res);
-        if (a.x0 != nullptr) store_elems<V>(a.x0 + row + e, x0v);
-      }
-    });
-  }
+      });
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) reverse_step_full_kernel(const ReverseStepParams<T> a, const int tile) {
+__global__ void __launch_bounds__(kThreads) reverse_step_full_kernel(const ReverseStepParams<T> p, const int tile) {
   __shared__ int64_t comp_s[kThreads];
-  const int64_t D = a.D, DD = D * D, B = normal_blocks<T>(D);
-  const bool with_noise = a.c.cz != T(0);
-  const bool draw = with_noise && a.draw_noise;
-  const bool clip = a.c.clip, factor_out = a.output_in_factor;
-  const int history = a.c.history;
-  const T* zsrc = draw ? a.z_work : a.noise;
-  const int64_t tiles = ceil_div(a.n, tile);
-  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    const int64_t base = t * tile;
-    const int rows = static_cast<int>(a.n - base < tile ? a.n - base : tile);
-    __syncthreads();  // the previous tile's readers of comp_s are done
-    stage_labels(a, base, rows, comp_s);
-    if (draw) {
-      for_each_tile_item(rows, B, [&](int r, int64_t j) {
-        store_block_normals<T>(a.seed, a.noise_stream, a.offset + static_cast<uint64_t>(base + r), j, D,
-                               a.z_work + (base + r) * D);
-      });
-    }
-    __syncthreads();  // comp_s and the tile's drawn z rows visible to the whole block
-    for_each_tile_item(rows, D, [&](int r, int64_t i) {
-      const int64_t n = base + r, k = comp_s[r];
-      const T* L = a.factor + k * DD + i * D;  // row i of L_k
-      const T* o_row = a.out + n * D;
-      const T* z = with_noise ? zsrc + n * D : nullptr;
-      T o = T(0), az = T(0);
-      if (factor_out && with_noise) {
-        for (int64_t j = 0; j <= i; ++j) {
-          o += L[j] * o_row[j];
-          az += L[j] * z[j];
+  const int64_t D = p.D, DD = D * D, B = normal_blocks<T>(D);
+  const bool with_noise = p.c.cz != T(0);
+  const bool draw = with_noise && p.draw_noise;
+  const bool clip = p.c.clip, factor_out = p.output_in_factor;
+  const int history = p.c.history;
+  const T* zsrc = draw ? p.z_work : p.noise;
+  for_each_row_tile_item(
+      p.n, tile, D, comp_s,
+      [&](int64_t base, int rows) {
+        stage_labels(p, base, rows, comp_s);
+        if (draw) {
+          for_each_tile_item(rows, B, [&](int r, int64_t j) {
+            store_block_normals<T>(p.seed, p.noise_stream, p.offset + static_cast<uint64_t>(base + r), j, D,
+                                   p.z_work + (base + r) * D);
+          });
         }
-      } else if (factor_out) {
-        for (int64_t j = 0; j <= i; ++j) o += L[j] * o_row[j];
-      } else {
-        o = o_row[i];  // a sample prediction: A is not applied
-        if (with_noise)
-          for (int64_t j = 0; j <= i; ++j) az += L[j] * z[j];
-      }
-      const int64_t el = n * D + i, kel = k * D + i;
-      T x0h;
-      a.prev[el] = reverse_element(a.c, a.means[kel], a.x[el], o, az, clip ? a.clip_lo[kel] : T(0),
-                                   clip ? a.clip_hi[kel] : T(0), history >= 1 ? a.history[0][el] : T(0),
-                                   history >= 2 ? a.history[1][el] : T(0), &x0h);
-      if (a.x0 != nullptr) a.x0[el] = x0h;
-    });
-  }
+      },
+      [&](int64_t n, int64_t k, int64_t i) {
+        const T* L = p.factor + k * DD + i * D;  // row i of L_k
+        const T* o_row = p.out + n * D;
+        const T* z = with_noise ? zsrc + n * D : nullptr;
+        T o = T(0), az = T(0);
+        if (factor_out && with_noise) {
+          for (int64_t j = 0; j <= i; ++j) {
+            o += L[j] * o_row[j];
+            az += L[j] * z[j];
+          }
+        } else if (factor_out) {
+          for (int64_t j = 0; j <= i; ++j) o += L[j] * o_row[j];
+        } else {
+          o = o_row[i];  // a sample prediction: A is not applied
+          if (with_noise)
+            for (int64_t j = 0; j <= i; ++j) az += L[j] * z[j];
+        }
+        const int64_t el = n * D + i, kel = k * D + i;
+        T x0h;
+        p.prev[el] = reverse_element(p.c, p.means[kel], p.x[el], o, az, clip ? p.clip_lo[kel] : T(0),
+                                     clip ? p.clip_hi[kel] : T(0), history >= 1 ? p.history[0][el] : T(0),
+                                     history >= 2 ? p.history[1][el] : T(0), &x0h);
+        if (p.x0 != nullptr) p.x0[el] = x0h;
+      });
 }
 
 template <class T, CovType C>
-cudaError_t launch_separable(const ReverseStepParams<T>& a, int64_t blocks_cap, cudaStream_t stream) {
+cudaError_t launch_separable(const ReverseStepParams<T>& p, int64_t blocks_cap, cudaStream_t stream) {
   const int V = planar_vector_width<T>(
-      a.D, {a.x, a.out, a.means, C == CovType::Diag ? a.factor : nullptr, a.noise, a.clip_lo, a.clip_hi,
-            a.history[0], a.history[1], a.prev, a.x0});
-  const int64_t G = V > 1 ? PlanarGroups<T, kNormalsPerBlock<T>>(a.D).G : PlanarGroups<T, 1>(a.D).G;
+      p.D, {p.x, p.out, p.means, C == CovType::Diag ? p.factor : nullptr, p.noise, p.clip_lo, p.clip_hi,
+            p.history[0], p.history[1], p.prev, p.x0});
+  const int64_t G = V > 1 ? PlanarGroups<T, kNormalsPerBlock<T>>(p.D).G : PlanarGroups<T, 1>(p.D).G;
   const int tile = tile_rows(G, kTileGroups);
-  const unsigned blocks = grid_blocks(ceil_div(a.n, tile), blocks_cap);
+  const unsigned blocks = grid_blocks(ceil_div(p.n, tile), blocks_cap);
   if (V > 1)
-    reverse_step_separable_kernel<T, C, kNormalsPerBlock<T>><<<blocks, kThreads, 0, stream>>>(a, tile);
+    reverse_step_separable_kernel<T, C, kNormalsPerBlock<T>><<<blocks, kThreads, 0, stream>>>(p, tile);
   else
-    reverse_step_separable_kernel<T, C, 1><<<blocks, kThreads, 0, stream>>>(a, tile);
+    reverse_step_separable_kernel<T, C, 1><<<blocks, kThreads, 0, stream>>>(p, tile);
   return cudaGetLastError();
 }
 
