@@ -5,6 +5,7 @@ tensor comes from a seeded torch.Generator so that each test sees the same data 
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import pytest
@@ -13,10 +14,36 @@ import torch
 import mixdiff_ext
 from mixdiff_ext import _reference as ref
 
-HAS_CUDA = bool(torch.cuda.is_available() and mixdiff_ext.build_info()["cuda"])
+# MIXDIFF_TEST_EMU=1 (`make emu-test`): "cuda" is the emulated CUDA backend (tests/emulated_cuda.py).
+EMULATED_CUDA = os.environ.get("MIXDIFF_TEST_EMU") == "1"
+if EMULATED_CUDA:
+    import emulated_cuda
 
-# Every op test is parametrised over these; the CUDA entry exists only with a device and a CUDA build.
+    emulated_cuda.load()
+HAS_CUDA = EMULATED_CUDA or bool(torch.cuda.is_available() and mixdiff_ext.build_info()["cuda"])
+
+# Every op test is parametrised over these; the CUDA entry exists only with a device and a CUDA build
+# (or the emulated one).
 devices = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if HAS_CUDA else [])
+
+
+def child_prelude() -> str:
+    """Code a test's child Python process runs first so that its "cuda" is the parent's (the emulated
+    device when the parent has it; LD_PRELOAD and MIXDIFF_TEST_EMU are inherited)."""
+    if not EMULATED_CUDA:
+        return ""
+    return (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import emulated_cuda; "
+            "emulated_cuda.load(); emulated_cuda.EmulatedCuda().__enter__()\n")
+
+
+@pytest.fixture(autouse=True)
+def _emulated_cuda_device():
+    if not EMULATED_CUDA:
+        yield
+        return
+    with emulated_cuda.EmulatedCuda():
+        yield
+
 
 COVARIANCE_TYPES = ("identity", "spherical", "diag", "full")
 TINY = torch.finfo(torch.float64).tiny

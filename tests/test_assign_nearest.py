@@ -106,6 +106,7 @@ def test_opcheck_requires_grad(dtype, device):
         torch.library.opcheck(torch.ops.mixdiff.assign_nearest.default, args, test_utils=OPCHECK_GRAD_UTILS)
 
 
+@pytest.mark.dynamo
 @pytest.mark.parametrize("device", devices)
 def test_compiled_backward_matches_eager(device):
     def loss(a, b):

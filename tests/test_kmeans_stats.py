@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import assert_labels_match, devices, gen, randn, rel_err, tol_for
+from conftest import assert_labels_match, child_prelude, devices, gen, randn, rel_err, tol_for
 from mixdiff_ext import _reference as ref
 from mixdiff_ext import ops
 
@@ -230,7 +230,7 @@ def test_nan_row_in_a_subprocess(device):
                 print(dtype, K, o.labels.tolist(), int(o.counts.sum()), bool(torch.isnan(o.sqdist[1])), flush=True)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", child_prelude() + code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"child exited with {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-2000:]}"
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 6

@@ -342,7 +342,7 @@ def test_clipping(cov, dtype, clip, device):
         row = tuple(None if b is None else torch.tensor([b] * 6) for b in clip)
         for other in (table, row):
             got = case.run(coefs, 5, 3, clip=other, return_x0=True, device=device)
-            assert torch.equal(got.prev_sample, out.prev_sample) and torch.equal(got.pred_original_sample, x0.to(cd))
+            assert torch.equal(got.prev_sample, out.prev_sample) and torch.equal(got.pred_original_sample.cpu(), x0.to(cd))
 
 
 @pytest.mark.parametrize("device", devices)
