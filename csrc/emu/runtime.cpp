@@ -68,6 +68,7 @@ uint64_t splitmix(uint64_t& s) {
 constexpr size_t kWindowBytes = size_t(1) << 40;  // address space only (MAP_NORESERVE)
 constexpr size_t kPage = 4096;
 constexpr size_t kGap = 64 * 1024;  // untouched bytes after every buffer
+constexpr uintptr_t kNullPage = 1 << 20;  // accesses below: through a null pointer
 
 struct Heap {
   std::mutex mutex;
@@ -451,7 +452,14 @@ inline void on_access(uintptr_t a, size_t n, bool write, const void* pc, bool ma
     }
     return;
   }
-  if (in_heap(a)) check_global(L && L->cur ? L : nullptr, a, n, write, pc);
+  if (in_heap(a)) {
+    check_global(L && L->cur ? L : nullptr, a, n, write, pc);
+  } else if (L && L->cur && a < kNullPage) {  // a null pointer plus an offset: a GPU faults there too
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%s of %zu bytes at %p: a null pointer", write ? "store" : "load", n,
+                  reinterpret_cast<void*>(a));
+    fail_in_thread(cudaErrorIllegalAddress, buf, pc);
+  }
 }
 
 }  // namespace
