@@ -117,10 +117,14 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, **kw)
 
 
-def build() -> None:
-    r = run(["cmake", "--build", str(BUILD), "--target", "mixdiff_emu", "mixdiff_emu_device", "-j2"])
+def run_or_exit(what: str, cmd) -> None:
+    r = run(cmd)
     if r.returncode != 0:
-        sys.exit(f"emu-mutation-check: build failed\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        sys.exit(f"emu-mutation-check: {what} failed\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+
+def build() -> None:
+    run_or_exit("build", ["cmake", "--build", str(BUILD), "--target", "mixdiff_emu", "mixdiff_emu_device", "-j2"])
 
 
 def emulated_tests(args) -> subprocess.CompletedProcess:
@@ -144,10 +148,8 @@ def main() -> int:
     for name in COPIED:
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, SRC / name)
-    r = run(["cmake", "-S", str(SRC), "-B", str(BUILD), "-DMIXDIFF_CUDA=OFF", "-DMIXDIFF_CUDA_EMU=ON",
-             f"-DPython_EXECUTABLE={sys.executable}"])
-    if r.returncode != 0:
-        sys.exit(f"emu-mutation-check: configure failed\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    run_or_exit("configure", ["cmake", "-S", str(SRC), "-B", str(BUILD), "-DMIXDIFF_CUDA=OFF", "-DMIXDIFF_CUDA_EMU=ON",
+                              f"-DPython_EXECUTABLE={sys.executable}"])
     build()
     # The unmutated copy passes the selected tests, so that each failure below is its mutation's.
     selected = sorted({a for m in MUTATIONS for a in m.tests if a.startswith("tests/")})

@@ -4,7 +4,7 @@
 #include "dispatch.h"
 #include "estep_stats/estep_stats.h"
 #include "estep_stats/estep_stats_cuda.h"
-#include "gmm_posterior/gmm_posterior_cuda.h"
+#include "gmm_posterior/gmm_posterior_glue.h"
 
 namespace mixdiff::ops {
 
@@ -29,28 +29,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> estep_stats_cuda(
   device::launch("estep_stats", x, dtype, x.size(0), [&]<class T>(cudaStream_t stream) {
     const int64_t N = x.size(0), D = x.size(1), K = means.size(0);
     const cuda::EstepMoments mom = moments_of(moments);
-    const auto [xc, mc, lw, fc] = prepare_mixture(x, means, cov_factor, log_weights, cov);
+    const PreparedMixture m = prepare_mixture(x, means, cov_factor, log_weights, cov);
     const at::Tensor sc = prepared(shift, dtype);
     const int64_t fs = factor_size(cov, D);
     // Workspaces: precision factors [K, fs], log offsets [K] and per-point log-likelihoods [N] in the compute
     // dtype; per-block log-likelihood sums and the statistics' per-block slices in float64.
-    const at::Tensor ws = at::empty({K * fs + K + N}, xc.options());
+    const at::Tensor ws = at::empty({K * fs + K + N}, m.x.options());
     const int64_t n_block_ll = cuda::gmm_posterior_blocks(N);
     int64_t n_stats_ws = 0;
     cudaError_t err = cuda::estep_stats_workspace(N, K, D, mom, &n_stats_ws);
     if (err != cudaSuccess) return err;
     const at::Tensor ws64 = at::empty({n_block_ll + n_stats_ws}, x.options().dtype(at::kDouble));
     cuda::EstepStatsParams<T> p;
-    p.cov = cov;
-    p.x = xc.data_ptr<T>();
-    p.means = mc.data_ptr<T>();
-    p.factor = cov == CovType::Identity ? nullptr : fc.data_ptr<T>();
-    p.log_weights = lw.data_ptr<T>();
-    p.N = N;
-    p.K = K;
-    p.D = D;
-    p.prec = ws.data_ptr<T>();
-    p.offset = p.prec + K * fs;
+    fill_mixture_params(p, m, cov, ws);
     p.labels = nullptr;
     p.log_lik = p.offset + K;
     p.resp = nullptr;

@@ -2,6 +2,7 @@
 #include "dispatch.h"
 #include "gmm_posterior/gmm_posterior.h"
 #include "gmm_posterior/gmm_posterior_cuda.h"
+#include "gmm_posterior/gmm_posterior_glue.h"
 
 namespace mixdiff::ops {
 
@@ -18,22 +19,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gmm_posterior_cuda(const at::Tens
   device::check_on_device("gmm_posterior", x, "x");
   check_factor_positive(cov_factor, cov);  // like the CPU op, also when N = 0
   device::launch("gmm_posterior", x, compute_dtype(x), x.size(0), [&]<class T>(cudaStream_t stream) {
-    const int64_t N = x.size(0), D = x.size(1), K = means.size(0);
-    const auto [xc, mc, lw, fc] = prepare_mixture(x, means, cov_factor, log_weights, cov);
-    const int64_t fs = factor_size(cov, D);
+    const PreparedMixture m = prepare_mixture(x, means, cov_factor, log_weights, cov);
     // Workspace: precision factors [K, fs] then per-component log offsets [K].
-    const at::Tensor ws = at::empty({K * fs + K}, xc.options());
+    const at::Tensor ws = at::empty({means.size(0) * (factor_size(cov, x.size(1)) + 1)}, m.x.options());
     cuda::GmmPosteriorParams<T> p;
-    p.cov = cov;
-    p.x = xc.data_ptr<T>();
-    p.means = mc.data_ptr<T>();
-    p.factor = cov == CovType::Identity ? nullptr : fc.data_ptr<T>();
-    p.log_weights = lw.data_ptr<T>();
-    p.N = N;
-    p.K = K;
-    p.D = D;
-    p.prec = ws.data_ptr<T>();
-    p.offset = p.prec + K * fs;
+    fill_mixture_params(p, m, cov, ws);
     p.labels = labels.data_ptr<int64_t>();
     p.log_lik = log_lik.data_ptr<T>();
     p.resp = return_resp ? resp.data_ptr<T>() : nullptr;
